@@ -6,6 +6,10 @@ Examples::
     distill-bench run --method random --dataset cifar10-jpeg75 --ipc 1,10 --shots all
     distill-bench evaluate results/synthetic/<set>.pt --protocol standard
     distill-bench leaderboard --format markdown
+    distill-bench run --config configs/random/cifar10-jpeg75-ipc1.yaml --seed 1
+    distill-bench leaderboard --write
+    distill-bench plot accuracy --dataset cifar10-jpeg75
+    distill-bench plot grid results/synthetic/<set>.pt
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 
 from distill_bench import __version__
+from distill_bench.data.readers import DataFileError
 from distill_bench.registry import UnknownNameError
 
 logger = logging.getLogger("distill_bench")
@@ -89,9 +94,17 @@ def cmd_list(args) -> None:
 
 def cmd_run(args) -> None:
     from distill_bench.data import load_dataset
+    from distill_bench.evaluator import get_protocol
+    from distill_bench.method import get_method
+    from distill_bench.networks import BACKBONES
     from distill_bench.runner import Cell, run_cell
+    from distill_bench.config import (check_expected, dump_config, printable_config,
+                                      resolve_run_args, save_cell_config)
 
-    data = load_dataset(args.dataset, args.data_root)
+    args = resolve_run_args(args)  # defaults < --config < flags; options typed
+    if args.print_config:
+        print(dump_config(printable_config(args)), end="")
+        return
     protocol_options = {"num_eval_runs": args.num_eval_runs, "epochs": args.epochs}
     protocol_options = {k: v for k, v in protocol_options.items() if v is not None}
     if protocol_options:
@@ -100,21 +113,27 @@ def cmd_run(args) -> None:
     if args.protocol == "quick":
         logger.warning("protocol 'quick' is a CPU-sized smoke test; its numbers are NOT "
                        "comparable with the standard protocol or published results")
-    options = _options(args.set)
-    for seed in args.seed:
-        for method in args.method:
-            for backbone in args.backbone:
-                for ipc in args.ipc:
-                    cell = Cell(method, args.dataset, ipc, args.shots, backbone,
-                                args.protocol, seed, args.precision, options,
-                                protocol_options)
-                    rows = run_cell(cell, args.results_dir, data=data, device=args.device,
-                                    progress=not args.no_progress)
-                    for row in rows:
-                        print(f"{row['method']} {row['dataset']} ipc={row['ipc']} "
-                              f"shots={row['shots']} {row['backbone']} {row['protocol']} "
-                              f"seed={row['seed']} run={row['run']}: "
-                              f"{row['test_acc']:.2f}%")
+    options = args.options
+    # check every name and value before the first cell runs (a typo must not wait hours)
+    for method in args.method:
+        get_method(method)
+    for backbone in args.backbone:
+        BACKBONES.get(backbone)
+    get_protocol(args.protocol)
+    cells = [Cell(method, args.dataset, ipc, args.shots, backbone, args.protocol, seed,
+                  args.precision, options, protocol_options)
+             for seed in args.seed for method in args.method
+             for backbone in args.backbone for ipc in args.ipc]
+    data = load_dataset(args.dataset, args.data_root)
+    for cell in cells:
+        check_expected(cell, data, args.expect)
+        rows = run_cell(cell, args.results_dir, data=data, device=args.device,
+                        progress=not args.no_progress)
+        save_cell_config(cell, args.results_dir, data)
+        for row in rows:
+            print(f"{row['method']} {row['dataset']} ipc={row['ipc']} "
+                  f"shots={row['shots']} {row['backbone']} {row['protocol']} "
+                  f"seed={row['seed']} run={row['run']}: {row['test_acc']:.2f}%")
     cmd_leaderboard(argparse.Namespace(
         format="markdown", output=None, dataset=args.dataset, ipc=None, shots=None,
         method=None, protocol=None, backbone=None, results_dir=args.results_dir,
@@ -139,21 +158,52 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_leaderboard(args) -> None:
-    from distill_bench.leaderboard import build_leaderboard, export
+    from distill_bench.leaderboard import build_leaderboard, export, write_leaderboard_files
     from distill_bench.results import ResultStore
 
     store = ResultStore(args.results_dir)
-    board = build_leaderboard(store.rows(), dataset=args.dataset, ipc=args.ipc,
-                              shots=args.shots, method=args.method, protocol=args.protocol,
-                              backbone=args.backbone)
-    text = export(board, args.format)
-    if getattr(args, "write_default", False) or args.output:
-        if getattr(args, "write_default", False):
-            full = build_leaderboard(store.rows())
-            _write(store.dir / "leaderboard.csv", export(full, "csv"))
-        if args.output:
-            _write(Path(args.output), text)
+    board = build_leaderboard(store.rows(), sort=getattr(args, "sort", None),
+                              dataset=args.dataset, ipc=args.ipc, shots=args.shots,
+                              method=args.method, protocol=args.protocol,
+                              backbone=args.backbone,
+                              precision=getattr(args, "precision", None))
+    text = export(board, args.format, full=getattr(args, "full", False))
+    if getattr(args, "write", False) or getattr(args, "write_default", False):
+        plots = getattr(args, "write", False) and not getattr(args, "no_plots", False)
+        for path in write_leaderboard_files(store.dir, plots=plots):
+            logger.info("wrote %s", path)
+    if args.output:
+        _write(Path(args.output), text)
     print(text, end="")
+
+
+def cmd_plot(args) -> None:
+    from distill_bench.results import ResultStore
+
+    if args.plot == "accuracy":
+        from distill_bench.plots import plot_accuracy
+
+        store = ResultStore(args.results_dir)
+        output = args.output or store.dir / "plots" / f"{args.dataset}-accuracy"
+        paths = plot_accuracy(store.rows(), args.dataset, output, whole=args.whole,
+                              backbone=args.backbone, protocol=args.protocol,
+                              precision=args.precision)
+    else:
+        from distill_bench.data import load_dataset
+        from distill_bench.data.readers import DataFileError
+        from distill_bench.plots import plot_grid
+        from distill_bench.synthetic import SyntheticSet
+
+        syn = SyntheticSet.load(args.file)
+        try:  # class names for the rows, if the dataset is at hand
+            classes = load_dataset(syn.dataset, args.data_root).classes
+        except (DataFileError, UnknownNameError, OSError) as err:
+            logger.info("no class names (%s); rows are labelled by index", err)
+            classes = None
+        output = args.output or Path(args.file).with_suffix(".png")
+        paths = [plot_grid(syn, output, classes, args.max_per_class)]
+    for path in paths:
+        print(path)
 
 
 def _write(path: Path, text: str) -> None:
@@ -173,6 +223,26 @@ def cmd_teacher(args) -> None:
     _, info = get_teacher(data, recipe, args.seed, args.device,
                           train_if_missing=not args.show)
     print(json.dumps(info, indent=1))
+
+
+def cmd_deepkkt(args) -> None:
+    from distill_bench.data import load_dataset
+    from methods.deepkkt import generate
+
+    data = load_dataset(args.dataset, args.data_root)
+    cfg = generate.config_with(iterations=args.iterations, teacher_epochs=args.teacher_epochs,
+                               **_options(args.set))
+    out = Path(args.output)
+    if args.action == "generate":
+        a, b = (_csv(args.classes) + [None])[:2]
+        if b is None:
+            raise ValueError(f"--classes {args.classes!r}: give two classes, e.g. cat,dog")
+        path = generate.generate_mix(data, a, b, args.delta, args.num, out, cfg, args.seed,
+                                     args.device)
+    else:
+        path = generate.edit_image(data, args.index, args.target, out, cfg, args.seed,
+                                   args.device)
+    print(f"wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("run", parents=[common, evaluation], help="distil and evaluate a grid")
-    p.add_argument("--method", type=_csv, required=True, help="one or more, comma separated")
+    p.add_argument("--method", type=_csv, help="one or more, comma separated")
     p.add_argument("--dataset", default="cifar10-jpeg75")
     p.add_argument("--ipc", type=_ints, default=[1], help="images per class, e.g. 1,10")
     p.add_argument("--shots", default="all", help="real images per class the method may "
@@ -210,7 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_ints, default=[0])
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="method option override (repeatable)")
-    p.set_defaults(func=cmd_run)
+    p.add_argument("--config", metavar="FILE", help="YAML run config (configs/, or one "
+                   "saved in <results>/configs/); flags given here override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as YAML and exit")
+    # None = "not given", so that --config values stand unless a flag is typed
+    p.set_defaults(func=cmd_run, dataset=None, ipc=None, shots=None, backbone=None,
+                   protocol=None, seed=None, precision=None)
 
     p = sub.add_parser("evaluate", parents=[common, evaluation], help="evaluate a saved set")
     p.add_argument("file")
@@ -224,7 +300,32 @@ def build_parser() -> argparse.ArgumentParser:
     for key in ("dataset", "method", "protocol", "backbone", "shots"):
         p.add_argument(f"--{key}", type=_csv)
     p.add_argument("--ipc", type=_csv)
+    p.add_argument("--precision", type=_csv)
+    p.add_argument("--sort", type=_csv, help="columns, e.g. gain_over_random or "
+                   "acc_mean:asc (numbers sort best-first by default)")
+    p.add_argument("--full", action="store_true", help="every column in markdown/latex")
+    p.add_argument("--write", action="store_true", help="regenerate leaderboard.csv, "
+                   "README.md and plots/ in the results folder")
+    p.add_argument("--no-plots", action="store_true", help="with --write: skip plots")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("plot", help="accuracy against ipc, or an image grid of a set")
+    plots = p.add_subparsers(dest="plot", required=True)
+    q = plots.add_parser("accuracy", parents=[common], help="accuracy vs ipc per method")
+    q.add_argument("--dataset", required=True)
+    q.add_argument("--backbone", help="default: convnet if present")
+    q.add_argument("--protocol", help="default: standard if present")
+    q.add_argument("--precision", help="default: fp32 if present")
+    q.add_argument("--whole", type=float, help="whole-training-set accuracy (%%) to draw; "
+                   "default: from rows of method 'whole', if any")
+    q.add_argument("--output", help="file stem (default <results>/plots/<dataset>-accuracy)"
+                   "; writes .png and .svg")
+    q.set_defaults(func=cmd_plot)
+    q = plots.add_parser("grid", parents=[common], help="image grid of a synthetic set")
+    q.add_argument("file", help="a saved synthetic set (.pt)")
+    q.add_argument("--output", help="PNG or SVG file (default: beside FILE, .png)")
+    q.add_argument("--max-per-class", type=int, default=10)
+    q.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("teacher", parents=[common], help="train or show a DeepKKT teacher")
     p.add_argument("--dataset", default="cifar10-jpeg75")
@@ -233,6 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--show", action="store_true", help="only show a cached teacher")
     p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("deepkkt", parents=[common],
+                       help="DSV generation (soft label of two classes) or image editing")
+    p.add_argument("action", choices=["generate", "edit"])
+    p.add_argument("--dataset", default="cifar10-jpeg75")
+    p.add_argument("--classes", default="cat,dog", help="generate: two classes to mix")
+    p.add_argument("--delta", type=float, default=0.5, help="generate: weight of the 2nd class")
+    p.add_argument("--num", type=int, default=4, help="generate: number of images")
+    p.add_argument("--index", type=int, default=0, help="edit: training image index")
+    p.add_argument("--target", default="1", help="edit: target class (name or index)")
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--teacher-epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="results/deepkkt-generation")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_deepkkt)
     return parser
 
 
@@ -243,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     try:
         args.func(args)
-    except (UnknownNameError, ValueError, FileNotFoundError, OSError) as err:
+    except (UnknownNameError, DataFileError, ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

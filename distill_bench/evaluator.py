@@ -49,7 +49,7 @@ class Protocol:
     augment: str = "dsa"            # dsa | none
     use_learned_lr: bool = True
     comparable: bool = True         # False: never compare with published numbers
-    test_batch_size: int = 2000
+    test_batch_size: int = 500
 
     def replace(self, **changes) -> "Protocol":
         return dataclasses.replace(self, **changes)

@@ -91,6 +91,7 @@ class RunContext:
             and nothing else (DeepKKT's zero-shot setting: a classifier trained on the full
             training split, but no real image handed to the distillation). A method that
             calls it must record the teacher in ``info["teacher"]``.
+        artifacts_dir: a folder for files kept with the result (diagnostics, pictures).
         log_every: iterations between progress lines.
         progress: whether to show progress bars.
         info: what the method reports back for the result row (budgets, teacher, ...).
@@ -98,6 +99,7 @@ class RunContext:
     device: torch.device
     workdir: Path
     teacher_data: Callable[[], Any] | None = None
+    artifacts_dir: Path | None = None
     log_every: int = 100
     progress: bool = True
     info: dict = field(default_factory=dict)

@@ -22,6 +22,7 @@ def versions() -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
+    out["torch"] = torch.__version__  # keeps the build tag (+cpu, +cu130) metadata drops
     return out
 
 

@@ -36,6 +36,7 @@ class Registry:
         self.entry_point_group = entry_point_group
         self._items: dict[str, Any] = {}
         self._sources: dict[str, str] = {}
+        self._broken: dict[str, tuple[str, str]] = {}  # failed entry point -> (where, why)
         self._entry_points_loaded = entry_point_group is None
 
     def register(self, name: str, obj: Any = None, *, source: str = "builtin") -> Callable:
@@ -59,11 +60,16 @@ class Registry:
             try:
                 self.register(ep.name, ep.load(), source=f"entry point {ep.value}")
             except Exception as err:  # a broken plugin must not break the harness
+                self._broken[ep.name] = (ep.value, f"{type(err).__name__}: {err}")
                 logger.debug("could not load %s %r from %s: %s",
                                self.kind, ep.name, ep.value, err)
 
     def get(self, name: str) -> Any:
         self._load_entry_points()
+        if name in self._broken and name not in self._items:
+            where, why = self._broken[name]
+            raise UnknownNameError(f"{self.kind} {name!r} is declared by the entry point "
+                                   f"{where} but failed to load ({why}); fix that import")
         if name not in self._items:
             known = sorted(self._items)
             hint = difflib.get_close_matches(name, known, n=1)

@@ -73,7 +73,7 @@ def distill_cell(cell: Cell, method: DistillationMethod, data: RealDataset,
     workdir = results_dir / "work" / name
     workdir.mkdir(parents=True, exist_ok=True)
     context = RunContext(torch.device(device), workdir, teacher_data=lambda: data,
-                         progress=progress)
+                         artifacts_dir=results_dir / "artifacts" / name, progress=progress)
     logger.info("distilling %s: ipc %d, shots %s, seed %d", cell.method, cell.ipc,
                 cell.shots, cell.seed)
     started = time.time()
@@ -101,7 +101,8 @@ def run_cell(cell: Cell, results_dir: str | Path | None = None, data_root: str |
     comparable = protocol.comparable and not cell.protocol_options
     run_key = config_hash({"set": set_name(cell, method, data), "backbone": cell.backbone,
                            "protocol": protocol.to_dict(), "precision": cell.precision})
-    todo = [r for r in range(protocol.num_eval_runs) if r not in store.done_runs(run_key)]
+    done = store.done_runs(run_key)  # read the store once, not once per run
+    todo = [r for r in range(protocol.num_eval_runs) if r not in done]
     if not todo:
         logger.info("cell already done: %s %s ipc %d shots %s %s %s seed %d", cell.method,
                     cell.dataset, cell.ipc, cell.shots, cell.backbone, cell.protocol, cell.seed)

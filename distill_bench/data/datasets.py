@@ -137,7 +137,8 @@ def _find(spec: DatasetSpec, root: Path) -> tuple[Path, list[Path]]:
         files = [base / f for f in spec.files] if spec.files else [base]
         present = [f.exists() or f.with_name(f.name + ".gz").exists() for f in files]
         if all(present):
-            return base, [f if f.exists() else f.with_name(f.name + ".gz") for f in files]
+            found = [f if f.exists() else f.with_name(f.name + ".gz") for f in files]
+            return base, _expand_folders(found)
         if any(present):
             missing = [str(f) for f, ok in zip(files, present) if not ok]
             raise DataFileError(f"dataset {spec.name!r} is partial at {base}: missing "
@@ -146,6 +147,21 @@ def _find(spec: DatasetSpec, root: Path) -> tuple[Path, list[Path]]:
         f"dataset {spec.name!r} not found under the data root {root} (looked in: "
         f"{', '.join(looked)}). {spec.how_to_get} Set the root with --data-root or "
         f"${DATA_ENV}.")
+
+
+def _expand_folders(paths: list[Path]) -> list[Path]:
+    """Each folder (an image-folder tree) replaced by its files in sorted order."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        inside = sorted(p for p in path.rglob("*") if p.is_file())
+        if not inside:
+            raise DataFileError(f"{path} is an empty folder; it should hold "
+                                "train/<class>/* and test/<class>/* images")
+        out += inside
+    return out
 
 
 def load_dataset(name: str, data_root: str | os.PathLike | None = None,
@@ -163,8 +179,15 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
         except Exception as err:  # a corrupt cache is rebuilt, never trusted
             logger.warning("ignoring unreadable cache %s (%s)", cache_file, err)
     logger.info("decoding %s from %s (once; cached in %s)", name, base, cache_file)
-    train_x, train_y, classes = spec.read(base, True)
-    test_x, test_y, _ = spec.read(base, False)
+    try:
+        train_x, train_y, classes = spec.read(base, True)
+        test_x, test_y, test_classes = spec.read(base, False)
+    except DataFileError as err:
+        raise DataFileError(f"dataset {name!r}: {err}. {spec.how_to_get}") from err
+    if list(test_classes) != list(classes):
+        raise DataFileError(f"dataset {name!r} at {base}: the test split's classes "
+                            f"{list(test_classes)} differ from the training split's "
+                            f"{list(classes)}; give both splits the same class folders")
     scaled = train_x.float() / 255.0
     mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
     std = tuple(scaled.std(dim=(0, 2, 3)).tolist())

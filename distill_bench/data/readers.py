@@ -35,11 +35,16 @@ def _open_maybe_gz(path: Path):
 
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (the MNIST format): magic, dims, then uint8 data."""
-    with _open_maybe_gz(Path(path)) as f:
-        raw = f.read()
+    try:
+        with _open_maybe_gz(Path(path)) as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # a corrupt or cut .gz
+        raise DataFileError(f"{path} (or its .gz) cannot be read ({err})") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataFileError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataFileError(f"{path} is truncated inside its header ({len(raw)} bytes)")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     expected = int(np.prod(dims))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
@@ -70,15 +75,15 @@ def _unpickle(path: Path) -> dict:
         raise DataFileError(f"{path} is not a readable CIFAR pickle ({err})") from err
 
 
-def _key(d: dict, name: str):
+def _key(d: dict, name: str, path: Path):
     for k in (name.encode(), name):
         if k in d:
             return d[k]
-    raise DataFileError(f"CIFAR pickle lacks the field {name!r}; keys: {list(d)[:6]}")
+    raise DataFileError(f"{path}: CIFAR pickle lacks the field {name!r}; keys: {list(d)[:6]}")
 
 
 def _cifar_images(batch: dict, path: Path) -> torch.Tensor:
-    data = np.asarray(_key(batch, "data"), dtype=np.uint8)
+    data = np.asarray(_key(batch, "data", path), dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072:
         raise DataFileError(f"{path}: data has shape {data.shape}, expected (N, 3072)")
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
@@ -91,9 +96,10 @@ def read_cifar10_split(folder: Path, train: bool) -> Split:
     for name in names:
         batch = _unpickle(folder / name)
         images.append(_cifar_images(batch, folder / name))
-        labels.append(torch.tensor(_key(batch, "labels"), dtype=torch.int64))
+        labels.append(torch.tensor(_key(batch, "labels", folder / name), dtype=torch.int64))
     meta = _unpickle(folder / "batches.meta")
-    classes = [c.decode() if isinstance(c, bytes) else c for c in _key(meta, "label_names")]
+    label_names = _key(meta, "label_names", folder / "batches.meta")
+    classes = [c.decode() if isinstance(c, bytes) else c for c in label_names]
     return torch.cat(images), torch.cat(labels), classes
 
 
@@ -103,8 +109,8 @@ def read_cifar100_split(folder: Path, train: bool) -> Split:
     batch = _unpickle(folder / name)
     meta = _unpickle(folder / "meta")
     classes = [c.decode() if isinstance(c, bytes) else c
-               for c in _key(meta, "fine_label_names")]
-    labels = torch.tensor(_key(batch, "fine_labels"), dtype=torch.int64)
+               for c in _key(meta, "fine_label_names", folder / "meta")]
+    labels = torch.tensor(_key(batch, "fine_labels", folder / name), dtype=torch.int64)
     return _cifar_images(batch, folder / name), labels, classes
 
 
@@ -135,6 +141,11 @@ def _decode_image(data: bytes, name: str, mode: str) -> np.ndarray:
         raise DataFileError(f"cannot decode image {name} ({err})") from err
 
 
+def _hidden(parts) -> bool:
+    """Hidden files and macOS zip metadata (``._x.jpg``, ``__MACOSX/``) are not images."""
+    return "__MACOSX" in parts or any(p.startswith(".") for p in parts[-2:])
+
+
 def read_image_folder_split(source: Path, split: str, mode: str = "RGB") -> Split:
     """``split/class/image`` files in a directory or a zip; classes sorted by name.
 
@@ -147,7 +158,7 @@ def read_image_folder_split(source: Path, split: str, mode: str = "RGB") -> Spli
         if not base.is_dir():
             raise DataFileError(f"{source} has no '{split}/' folder of class folders")
         for path in sorted(base.glob("*/*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.suffix.lower() in IMAGE_SUFFIXES and not _hidden(path.parts[-2:]):
                 entries.append((path.parent.name, str(path)))
         read = lambda member: Path(member).read_bytes()  # noqa: E731
         archive = None
@@ -161,7 +172,7 @@ def read_image_folder_split(source: Path, split: str, mode: str = "RGB") -> Spli
             raise DataFileError(f"{source} is not a readable zip file ({err})") from err
         for member in sorted(members):
             parts = member.split("/")
-            if len(parts) >= 3 and parts[-3] == split \
+            if len(parts) >= 3 and parts[-3] == split and not _hidden(parts) \
                     and Path(member).suffix.lower() in IMAGE_SUFFIXES:
                 entries.append((parts[-2], member))
         read = archive.read
