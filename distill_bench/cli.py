@@ -214,13 +214,13 @@ def _write(path: Path, text: str) -> None:
 
 def cmd_teacher(args) -> None:
     from distill_bench.data import load_dataset
-    from methods.deepkkt.teacher import TeacherRecipe, get_teacher
+    from methods.deepkkt.method import TeacherOptions
+    from methods.deepkkt.teacher import get_teacher
 
     data = load_dataset(args.dataset, args.data_root)
-    recipe = TeacherRecipe(**{k: v for k, v in {"epochs": args.epochs,
-                                                 "backbone": args.backbone}.items()
-                              if v is not None})
-    _, info = get_teacher(data, recipe, args.seed, args.device,
+    options = TeacherOptions(teacher_epochs=args.epochs or 0,
+                             teacher_backbone=args.backbone or "convnet")
+    _, info = get_teacher(data, options.teacher_recipe(data.channels), args.seed, args.device,
                           train_if_missing=not args.show)
     print(json.dumps(info, indent=1))
 
@@ -261,16 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", default="*", help="shell wildcard, e.g. 'd*'")
     p.set_defaults(func=cmd_list)
 
-    evaluation = argparse.ArgumentParser(add_help=False)
-    evaluation.add_argument("--protocol", default="standard")
-    evaluation.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                            help="bf16 autocast: about 2x faster on CPU; recorded per row")
-    evaluation.add_argument("--num-eval-runs", type=int, help="override the protocol's runs")
-    evaluation.add_argument("--epochs", type=int, help="override the protocol's epochs "
-                            "(rows become not comparable)")
-    evaluation.add_argument("--no-progress", action="store_true")
+    def evaluation_options() -> argparse.ArgumentParser:
+        # a fresh parent per subcommand: argparse parents share their actions, so
+        # run's "not given" defaults must not leak into evaluate's
+        evaluation = argparse.ArgumentParser(add_help=False)
+        evaluation.add_argument("--protocol", default="standard")
+        evaluation.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                                help="bf16 autocast: about 2x faster on CPU; recorded per row")
+        evaluation.add_argument("--num-eval-runs", type=int,
+                                help="override the protocol's runs")
+        evaluation.add_argument("--epochs", type=int, help="override the protocol's epochs "
+                                "(rows become not comparable)")
+        evaluation.add_argument("--no-progress", action="store_true")
+        return evaluation
 
-    p = sub.add_parser("run", parents=[common, evaluation], help="distil and evaluate a grid")
+    p = sub.add_parser("run", parents=[common, evaluation_options()],
+                       help="distil and evaluate a grid")
     p.add_argument("--method", type=_csv, help="one or more, comma separated")
     p.add_argument("--dataset", default="cifar10-jpeg75")
     p.add_argument("--ipc", type=_ints, default=[1], help="images per class, e.g. 1,10")
@@ -288,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run, dataset=None, ipc=None, shots=None, backbone=None,
                    protocol=None, seed=None, precision=None)
 
-    p = sub.add_parser("evaluate", parents=[common, evaluation], help="evaluate a saved set")
+    p = sub.add_parser("evaluate", parents=[common, evaluation_options()], help="evaluate a saved set")
     p.add_argument("file")
     p.add_argument("--backbone", default="convnet")
     p.add_argument("--seed", type=int, default=0)

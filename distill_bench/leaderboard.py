@@ -384,7 +384,8 @@ def write_leaderboard_files(results_dir: str | os.PathLike | None = None,
         from distill_bench.plots import plot_accuracy  # matplotlib only when asked
         for dataset in sorted({r["dataset"] for r in rows}):
             try:
-                pictures += plot_accuracy(rows, dataset, store.dir / "plots" / dataset)
+                pictures += plot_accuracy(rows, dataset,
+                                          store.dir / "plots" / f"{dataset}-accuracy")
             except ValueError as err:  # e.g. several protocols and none chosen
                 logger.warning("no accuracy plot for %s: %s", dataset, err)
         written += pictures

@@ -151,13 +151,13 @@ def test_write_leaderboard_files(tmp_path):
     store = _store(tmp_path, rows)
     written = write_leaderboard_files(store.dir, plots=True)
     names = sorted(p.name for p in written)
-    assert names == ["README.md", "cifar10-jpeg75.png", "cifar10-jpeg75.svg",
-                     "leaderboard.csv"]
+    assert names == ["README.md", "cifar10-jpeg75-accuracy.png",
+                     "cifar10-jpeg75-accuracy.svg", "leaderboard.csv"]
     csv = pd.read_csv(store.dir / "leaderboard.csv")
     assert len(csv) == 4
     readme = (store.dir / "README.md").read_text()
     assert "## cifar10-jpeg75" in readme and "| dm | cifar10-jpeg75 | 10 |" in readme
-    assert "(plots/cifar10-jpeg75.png)" in readme
+    assert "(plots/cifar10-jpeg75-accuracy.png)" in readme
     for flag in FLAGS:
         assert f"`{flag}`" in readme
     assert "BatchNorm" in readme

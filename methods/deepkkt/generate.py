@@ -38,7 +38,8 @@ def class_index(data: RealDataset, name: str | int) -> int:
 
 
 def _setup(data: RealDataset, cfg: DeepKKTConfig, device: str):
-    teacher, _ = get_teacher(data, cfg.teacher_recipe(), cfg.teacher_seed, device)
+    teacher, _ = get_teacher(data, cfg.teacher_recipe(data.channels), cfg.teacher_seed,
+                             device)
     prep = Preprocessing(data.mean, data.std)
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)

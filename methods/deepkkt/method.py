@@ -43,7 +43,22 @@ LAMBDA_POLICIES = ("overgenerate", "clamp")
 
 
 @dataclass
-class DeepKKTConfig(MethodConfig):
+class TeacherOptions(MethodConfig):
+    """Which cached teacher a DeepKKT method distils from (trained once, whole train split)."""
+    teacher_backbone: str = "convnet"
+    teacher_epochs: int = 0          # 0: 15 (the CIFAR recipe), 3 for 1-channel digits
+    teacher_lr: float = 1e-3
+    teacher_weight_decay: float = 5e-3
+    teacher_seed: int = 0
+
+    def teacher_recipe(self, channels: int = 3) -> TeacherRecipe:
+        epochs = self.teacher_epochs or (15 if channels == 3 else 3)
+        return TeacherRecipe(backbone=self.teacher_backbone, epochs=epochs,
+                             lr=self.teacher_lr, weight_decay=self.teacher_weight_decay)
+
+
+@dataclass
+class DeepKKTConfig(TeacherOptions):
     """Settings of DSV synthesis (defaults: the paper's CIFAR values where it gives them)."""
     # optimisation
     iterations: int = 500            # steps on X and Lambda
@@ -68,12 +83,6 @@ class DeepKKTConfig(MethodConfig):
     noise_std: float = 1.0           # std of noise initialisation (normalised space)
     clamp_pixels: bool = True        # keep pixels inside the valid [0, 1] range
     repair_steps: int = 100          # primal-only steps for chosen DSVs still misclassified
-    # teacher (trained once on the whole training split and cached)
-    teacher_backbone: str = "convnet"
-    teacher_epochs: int = 15
-    teacher_lr: float = 1e-3
-    teacher_weight_decay: float = 5e-3
-    teacher_seed: int = 0
     # bookkeeping
     log_every: int = 25              # iterations between diagnostics records
     checkpoint_every: int = 100
@@ -88,10 +97,6 @@ class DeepKKTConfig(MethodConfig):
             raise ValueError(f"init={self.init!r}; choose one of {INITS} or 'dataset:<name>'")
         if self.iterations < 0:
             raise ValueError(f"iterations={self.iterations}: must be >= 0")
-
-    def teacher_recipe(self) -> TeacherRecipe:
-        return TeacherRecipe(backbone=self.teacher_backbone, epochs=self.teacher_epochs,
-                             lr=self.teacher_lr, weight_decay=self.teacher_weight_decay)
 
 
 def kkt_augment(x: torch.Tensor, gen: torch.Generator, cfg: DeepKKTConfig) -> torch.Tensor:
@@ -157,7 +162,8 @@ def load_teacher(cfg: DeepKKTConfig, context, device):
     if context.teacher_data is None:
         raise RuntimeError("deepkkt needs a teacher, but the harness gave no teacher data")
     data = context.teacher_data()
-    model, info = get_teacher(data, cfg.teacher_recipe(), cfg.teacher_seed, str(device))
+    model, info = get_teacher(data, cfg.teacher_recipe(data.channels), cfg.teacher_seed,
+                              str(device))
     info = {**info, "trained_on": "whole training split", "path": info["path"]}
     context.info["teacher"] = info
     return model, info
@@ -349,7 +355,7 @@ def _repair(teacher, x, y, steps, lr, low, high):
 
 
 @dataclass
-class DeepKKTSelectConfig(MethodConfig):
+class DeepKKTSelectConfig(TeacherOptions):
     """Settings of DSV selection: multipliers only, for the real images of the shots subset."""
     iterations: int = 300
     lr_lambda: float = 0.05          # Adam on s, lambda = lambda_init * s, projected to >= 0
@@ -357,15 +363,6 @@ class DeepKKTSelectConfig(MethodConfig):
     distance: str = "l1"
     chunk: int = 64                  # images per per-example-gradient batch
     max_gradient_gb: float = 4.0     # refuse a gradient matrix larger than this
-    teacher_backbone: str = "convnet"
-    teacher_epochs: int = 15
-    teacher_lr: float = 1e-3
-    teacher_weight_decay: float = 5e-3
-    teacher_seed: int = 0
-
-    def teacher_recipe(self) -> TeacherRecipe:
-        return TeacherRecipe(backbone=self.teacher_backbone, epochs=self.teacher_epochs,
-                             lr=self.teacher_lr, weight_decay=self.teacher_weight_decay)
 
 
 @register_method("deepkkt-select")

@@ -11,7 +11,6 @@ of them, and the file holds the recipe, the data checksum and the test accuracy.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from distill_bench.data import RealDataset, load_dataset
+from distill_bench.data import RealDataset
 from distill_bench.networks import create_backbone
 from distill_bench.training import accuracy, random_flip_crop, train_epoch
 
@@ -129,20 +128,3 @@ def get_teacher(data: RealDataset, recipe: TeacherRecipe = TeacherRecipe(), seed
     info = {k: v for k, v in blob.items() if k != "state_dict"}
     info["path"] = str(path)
     return model, info
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="train or show a DeepKKT teacher")
-    parser.add_argument("--dataset", default="cifar10-jpeg75")
-    parser.add_argument("--data-root")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=TeacherRecipe.epochs)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    data = load_dataset(args.dataset, args.data_root)
-    _, info = get_teacher(data, TeacherRecipe(epochs=args.epochs), args.seed)
-    print(json.dumps(info, indent=1))
-
-
-if __name__ == "__main__":
-    main()
