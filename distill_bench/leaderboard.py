@@ -22,17 +22,22 @@ from distill_bench.results import CELL_KEYS, ResultStore, config_hash
 
 logger = logging.getLogger(__name__)
 
-# a leaderboard row: the cell, the precision, the method's config and the protocol's config
-GROUP_KEYS = list(CELL_KEYS) + ["precision", "config_id", "protocol_id"]
+# a leaderboard row: the cell, the precision, the method's and the protocol's configs, and
+# the data files (rows computed on other copies of a dataset never mix)
+GROUP_KEYS = list(CELL_KEYS) + ["precision", "config_id", "protocol_id", "data_checksum"]
 # what the random reference must share with a row to be its fair comparison
 REFERENCE_KEYS = ["dataset", "ipc", "shots", "backbone", "protocol", "protocol_id",
-                  "precision"]
+                  "precision", "data_checksum"]
 FILTER_KEYS = ("method", "dataset", "ipc", "shots", "backbone", "protocol", "precision")
+NOT_RECIPE = ("num_eval_runs",)  # protocol fields that do not change a run's outcome
 MIN_RUNS = 5                    # fewer evaluation runs than this: flagged few-runs
 FORMATS = ("csv", "markdown", "latex")
 REFERENCE_METHOD = "random"
 # numeric columns sort best-first unless ":asc" is given
 DESCENDING = ("acc_mean", "gain_over_random", "random_acc", "n_runs")
+# the compact view's column names, accepted by sort
+SORT_ALIASES = {"acc": "acc_mean", "gain": "gain_over_random", "random": "random_acc",
+                "runs": "n_runs"}
 
 FLAGS = {
     "not-comparable": "the protocol is not comparable with published numbers (the CPU "
@@ -69,7 +74,7 @@ COLUMNS = {
 }
 CSV_ONLY = {
     "config_id": "hash of the method's resolved config (one row per config)",
-    "protocol_id": "hash of the protocol's resolved settings",
+    "protocol_id": "hash of the protocol's resolved settings (but the number of runs)",
     "distill_seconds": "mean wall-clock seconds of the distillation",
     "eval_seconds": "mean wall-clock seconds of one evaluation run",
     "comparable": "False when the protocol is not comparable with published numbers",
@@ -98,12 +103,19 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
     frame["epochs"] = [p.get("epochs") if isinstance(p, dict) else None
                        for p in frame["protocol_config"]]
     frame["config_id"] = frame["config_id"].fillna("-")
+    frame["data_checksum"] = frame["data_checksum"].fillna("-")
     frame["precision"] = frame["precision"].fillna("fp32")
+    # the same (seed, run) of one cell evaluated twice (e.g. rerun with more runs) is the
+    # same network: count it once, the latest row
+    frame = frame.drop_duplicates(GROUP_KEYS + ["seed", "run"], keep="last")
     return frame[GROUP_KEYS + [c for c in columns if c not in GROUP_KEYS] + ["epochs"]]
 
 
 def _protocol_id(config, name) -> str:
-    return config_hash(config) if isinstance(config, dict) else str(name)
+    """Hash of the training recipe; the number of runs does not split a cell."""
+    if not isinstance(config, dict):
+        return str(name)
+    return config_hash({k: v for k, v in config.items() if k not in NOT_RECIPE})
 
 
 def _shots_order(value: str) -> float:
@@ -142,8 +154,8 @@ def _aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         epochs=("epochs", "first"), n_runs=("test_acc", "size"),
         acc_mean=("test_acc", "mean"), acc_std=("test_acc", lambda s: s.std(ddof=0)),
         distill_seconds=("distill_seconds", "mean"), eval_seconds=("eval_seconds", "mean"),
-        comparable=("comparable", "all"), paper_budget=("paper_budget", "all"),
-        data_checksum=("data_checksum", "first")).reset_index()
+        comparable=("comparable", "all"),
+        paper_budget=("paper_budget", "all")).reset_index()
 
 
 def _reference(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -172,6 +184,7 @@ def _add_random_reference(board: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFr
     board["random_other_shots"] = missing
     board["random_acc"] = board["random_acc"].astype(float)
     board["random_std"] = board["random_std"].astype(float)
+    board["random_runs"] = pd.to_numeric(board["random_runs"]).astype("Int64")
     board["gain_over_random"] = board["acc_mean"] - board["random_acc"]
     return board
 
@@ -204,7 +217,8 @@ def filter_board(board: pd.DataFrame, **filters) -> pd.DataFrame:
 
 
 def sort_board(board: pd.DataFrame, sort: str | list[str] | None = None) -> pd.DataFrame:
-    """Sort by ``sort`` keys (``"col"``, ``"col:asc"``, ``"col:desc"``) or the default."""
+    """Sort by ``sort`` keys (``"col"``, ``"col:asc"``, ``"col:desc"``; ``acc``, ``gain``,
+    ``random`` and ``runs`` name the numeric columns) or the default order."""
     board = board.assign(_shots=board["shots"].map(_shots_order))
     if not sort:
         keys = ["dataset", "ipc", "_shots", "backbone", "protocol", "acc_mean"]
@@ -213,6 +227,7 @@ def sort_board(board: pd.DataFrame, sort: str | list[str] | None = None) -> pd.D
         keys, ascending = [], []
         for item in [sort] if isinstance(sort, str) else sort:
             col, _, order = item.partition(":")
+            col = SORT_ALIASES.get(col, col)
             if col not in board.columns or col.startswith("_"):
                 allowed = [c for c in board.columns if not c.startswith("_")]
                 raise ValueError(f"cannot sort by {col!r}; choose among {allowed}")

@@ -44,8 +44,8 @@ def _pick(frame: pd.DataFrame, column: str, wanted: str | None, prefer: str | No
         return prefer
     choice = present.most_common(1)[0][0]
     if len(present) > 1:
-        logger.info("plotting %s=%s (also present: %s; choose with --%s)", column, choice,
-                    sorted(set(present) - {choice}), column)
+        logger.info("plotting %s=%s (also present: %s)", column, choice,
+                    sorted(set(present) - {choice}))
     return choice
 
 
@@ -55,30 +55,37 @@ def accuracy_table(rows: list[dict], dataset: str, backbone: str | None = None,
     """Mean, std and count of test accuracy per (method, shots, ipc) for one dataset;
     ``shots`` reads ``"ipc"`` where it equals the row's ipc (the few-shot setting).
 
-    Returns the table and the chosen ``{"backbone", "protocol", "precision"}``.
+    Cells come from the leaderboard (duplicates removed, protocols told apart by their
+    settings). One backbone, protocol and precision are drawn; where a method has several
+    configs (or protocol settings) in a cell, the one with the most runs is drawn.
+    Rows of the ``whole`` reference are kept for any protocol (they train on the whole
+    training split with their own recipe). Returns the table and the chosen settings.
     """
-    frame = pd.DataFrame(rows)
-    if frame.empty or dataset not in set(frame["dataset"]):
-        known = sorted(set(frame["dataset"])) if not frame.empty else []
+    from distill_bench.leaderboard import build_leaderboard
+
+    board = build_leaderboard(rows, dataset=dataset)
+    if board.empty:
+        known = sorted({r["dataset"] for r in rows})
         raise ValueError(f"no results for dataset {dataset!r}; datasets with results: {known}")
-    frame = frame[frame["dataset"] == dataset].copy()
-    frame["shots"] = frame["shots"].astype(str)
-    if "precision" not in frame:
-        frame["precision"] = "fp32"
-    chosen = {}
-    for column, wanted, prefer in (("backbone", backbone, "convnet"),
-                                   ("protocol", protocol, "standard"),
+    chosen = {"backbone": _pick(board, "backbone", backbone, "convnet")}
+    board = board[board["backbone"] == chosen["backbone"]]
+    whole = board[board["method"] == WHOLE_METHOD]
+    board = board[board["method"] != WHOLE_METHOD]
+    for column, wanted, prefer in (("protocol", protocol, "standard"),
                                    ("precision", precision, "fp32")):
-        chosen[column] = _pick(frame, column, wanted, prefer)
-        frame = frame[frame[column].astype(str) == chosen[column]]
-    chosen["comparable"] = bool(frame.get("comparable", pd.Series([True])).fillna(False).all())
+        chosen[column] = _pick(board, column, wanted, prefer)
+        board = board[board[column].astype(str) == chosen[column]]
+    board = board[board["protocol_id"] == _pick(board, "protocol_id", None, None)]
+    chosen["comparable"] = bool(board["comparable"].all())
+
+    table = pd.concat([board, whole])
     # few-shot rows with shots == ipc form one line across ipc values
-    same = frame["shots"] == frame["ipc"].astype(str)
-    frame["shots"] = frame["shots"].where(~same, "ipc")
-    table = frame.groupby(["method", "shots", "ipc"]).agg(
-        acc_mean=("test_acc", "mean"), acc_std=("test_acc", lambda s: s.std(ddof=0)),
-        n_runs=("test_acc", "size")).reset_index().sort_values(["method", "shots", "ipc"])
-    return table, chosen
+    same = table["shots"] == table["ipc"].astype(str)
+    table = table.assign(shots=table["shots"].where(~same, "ipc"))
+    table = table.sort_values("n_runs", ascending=False, kind="stable")
+    table = table.drop_duplicates(["method", "shots", "ipc"])  # most runs per cell
+    columns = ["method", "shots", "ipc", "acc_mean", "acc_std", "n_runs"]
+    return table[columns].sort_values(["method", "shots", "ipc"]).reset_index(drop=True), chosen
 
 
 def plot_accuracy(rows: list[dict], dataset: str, output: str | os.PathLike,

@@ -19,15 +19,16 @@ def make_rows(method: str, accs: list[float], ipc: int = 1, shots="all",
               backbone: str = "convnet", protocol: str = "standard",
               protocol_config: dict | None = None, precision: str = "fp32",
               dataset: str = "cifar10-jpeg75", comparable: bool = True,
-              paper_budget: bool = True, config_id: str = "c0") -> list[dict]:
+              paper_budget: bool = True, config_id: str = "c0", first_run: int = 0,
+              data_checksum: str = "abc") -> list[dict]:
     """Result rows as the runner writes them (only the fields the leaderboard reads)."""
     return [{"method": method, "dataset": dataset, "ipc": ipc, "shots": str(shots),
              "backbone": backbone, "protocol": protocol, "precision": precision,
              "seed": 0, "run": run, "test_acc": acc, "distill_seconds": 1.0,
              "eval_seconds": 2.0, "comparable": comparable, "paper_budget": paper_budget,
-             "config_id": config_id, "data_checksum": "abc",
+             "config_id": config_id, "data_checksum": data_checksum,
              "protocol_config": protocol_config or dict(STANDARD)}
-            for run, acc in enumerate(accs)]
+            for run, acc in enumerate(accs, first_run)]
 
 
 def row_of(board: pd.DataFrame, **where) -> pd.Series:
@@ -73,6 +74,25 @@ def test_same_protocol_name_with_other_epochs_is_another_cell():
     assert "not-comparable" in dc["flags"]
 
 
+def test_more_runs_of_the_same_recipe_join_one_cell():
+    two = {**STANDARD, "num_eval_runs": 2}
+    rows = make_rows("dm", [30, 32], protocol_config=two) + make_rows("dm", [31, 31, 31],
+                                                                       first_run=2)
+    (row,) = build_leaderboard(rows).itertuples()
+    assert row.n_runs == 5 and row.acc_mean == 31.0
+    # the same runs again (a rerun under a new protocol config) are not counted twice
+    (row,) = build_leaderboard(rows + make_rows("dm", [30, 32])).itertuples()
+    assert row.n_runs == 5
+
+
+def test_other_data_files_never_mix():
+    rows = (make_rows("random", [20] * 5) + make_rows("dm", [30] * 5, data_checksum="other")
+            + make_rows("dm", [31] * 5))
+    board = build_leaderboard(rows)
+    assert len(board[board["method"] == "dm"]) == 2
+    assert "no-random" in row_of(board, data_checksum="other")["flags"]
+
+
 def test_zero_shot_row_uses_random_of_other_shots_and_says_so():
     rows = make_rows("random", [20] * 5, shots="all") + make_rows("deepkkt", [25] * 5, shots=0)
     row = row_of(build_leaderboard(rows), method="deepkkt")
@@ -108,6 +128,7 @@ def test_sorting_defaults_best_first_and_takes_an_order():
     by_gain = build_leaderboard(rows, sort="gain_over_random:asc")
     assert list(by_gain["method"]) == ["random", "dm", "dc", "mtt"]
     assert list(build_leaderboard(rows, sort=["method"])["method"])[0] == "dc"
+    assert list(build_leaderboard(rows, sort="gain")["method"]) == ["mtt", "dc", "dm", "random"]
     with pytest.raises(ValueError, match="cannot sort by 'speed'"):
         build_leaderboard(rows, sort="speed")
     with pytest.raises(ValueError, match="asc or desc"):

@@ -116,3 +116,15 @@ def test_cli_plot_accuracy_and_grid(tmp_path, capsys):
     assert cli.main(["plot", "accuracy", "--dataset", "svhn",
                      "--results-dir", str(store.dir)]) == 2
     assert "no results for dataset 'svhn'" in capsys.readouterr().err
+
+
+def test_one_protocol_setting_and_one_config_per_cell():
+    short = {"name": "standard", "epochs": 5, "num_eval_runs": 5}
+    rows = (make_rows("dm", [30.0] * 5) + make_rows("dm", [10.0] * 2, protocol_config=short)
+            + make_rows("dm", [50.0] * 2, config_id="other")
+            + make_rows("whole", [84.0], protocol="own-recipe"))
+    table, chosen = accuracy_table(rows, "cifar10-jpeg75")
+    assert chosen["protocol"] == "standard"
+    dm = table[table["method"] == "dm"]
+    assert list(dm["acc_mean"]) == [30.0] and list(dm["n_runs"]) == [5]
+    assert list(table[table["method"] == "whole"]["acc_mean"]) == [84.0]

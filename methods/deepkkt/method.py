@@ -16,6 +16,14 @@ on ``X`` and on ``Lambda``; ``lambda_i = lambda_init * s_i`` with ``s_i`` learne
 weight decay ``wd``; dual feasibility by over-generating candidates and removing those whose
 ``lambda`` turns negative, returning the ``ipc`` best per class (highest lambda, classified
 correctly by the teacher) -- never fewer.
+
+What we measured while choosing these (CIFAR-10 jpeg75 teacher, ipc 1, noise init, 100
+steps): with ``lambda_init`` = 1/(wd n) and image lr 0.01 the stationarity distance falls
+steadily (9.46 -> 0.60) and the candidates' prediction entropy rises (0.10 -> 1.05), the
+paper's picture. A larger image lr (0.05), or a ``lambda_init`` scaled down to match the
+initial gradient norm, reaches the trivial stationary point instead: candidates become
+confidently classified, their loss gradients vanish and the distance stalls at
+``mean |theta*|``, with every lambda driven negative.
 """
 from __future__ import annotations
 
@@ -61,9 +69,9 @@ class TeacherOptions(MethodConfig):
 class DeepKKTConfig(TeacherOptions):
     """Settings of DSV synthesis (defaults: the paper's CIFAR values where it gives them)."""
     # optimisation
-    iterations: int = 500            # steps on X and Lambda
-    lr_images: float = 0.05          # Adam on X (normalised pixel space)
-    lr_lambda: float = 0.05          # Adam on s, where lambda = lambda_init * s
+    iterations: int = 200            # steps on X and Lambda
+    lr_images: float = 0.01          # Adam on X (normalised pixel space)
+    lr_lambda: float = 0.01          # Adam on s, where lambda = lambda_init * s
     lambda_init: float = 0.0         # 0: 1 / (teacher weight decay * number of candidates)
     # loss weights (paper, CIFAR distillation: beta1 2e-3, beta2 = beta3 = 0, eta 5)
     beta_primal: float = 2e-3
@@ -77,7 +85,7 @@ class DeepKKTConfig(TeacherOptions):
     aug_flip: float = 0.5            # ignored for 1-channel data
     aug_noise: float = 0.01
     # candidates and the lambda policy
-    candidates_per_class: int = 0    # 0: ipc + max(1, ipc // 2)
+    candidates_per_class: int = 0    # 0: ipc + max(1, ipc // 5)
     lambda_policy: str = "overgenerate"  # overgenerate | clamp
     init: str = "auto"               # auto (real if shots > 0 else noise) | noise | real
     noise_std: float = 1.0           # std of noise initialisation (normalised space)
@@ -183,7 +191,7 @@ class DeepKKT(DistillationMethod):
     def distill(self, real, ipc, seed, context):
         cfg, device = self.config, context.device
         teacher, tinfo = load_teacher(cfg, context, device)
-        per_class = cfg.candidates_per_class or ipc + max(1, ipc // 2)
+        per_class = cfg.candidates_per_class or ipc + max(1, ipc // 5)
         if per_class < ipc:
             raise ValueError(f"candidates_per_class={per_class} < ipc={ipc}; "
                              f"use 0 (auto) or at least {ipc}")
@@ -193,7 +201,7 @@ class DeepKKT(DistillationMethod):
         ckpt = Checkpoint(context.workdir / "deepkkt.pt", cfg.checkpoint_every,
                           key=checkpoint_key(cfg, ipc, seed))
         state = synthesize(teacher, images.to(device), labels.to(device), cfg, gen,
-                           (low.to(device), high.to(device)), ckpt)
+                           (low.to(device), high.to(device)), ckpt, ipc=ipc)
         y = labels.to(device)
         chosen, report = _choose(teacher, state.x, y, state.lam, state.alive, ipc,
                                  real.num_classes)
@@ -231,9 +239,23 @@ class SynthesisState:
     seconds: float
 
 
+def _to_remove(alive: torch.Tensor, s: torch.Tensor, labels: torch.Tensor,
+               keep: int) -> torch.Tensor:
+    """Alive candidates with a negative multiplier that can go while each class keeps
+    ``keep`` alive (the most negative go first)."""
+    remove = torch.zeros_like(alive)
+    for c in labels.unique():
+        idx = ((labels == c) & alive).nonzero().flatten()
+        negative = idx[s[idx] <= 0]
+        spare = max(0, len(idx) - keep)
+        if spare and len(negative):
+            remove[negative[s[negative].argsort()[:spare]]] = True
+    return remove
+
+
 def synthesize(teacher, images, targets, cfg: DeepKKTConfig, gen: torch.Generator,
                bounds, ckpt: Checkpoint | None = None, lam0: float | None = None,
-               theta: torch.Tensor | None = None) -> SynthesisState:
+               theta: torch.Tensor | None = None, ipc: int = 1) -> SynthesisState:
     """Optimise candidates and multipliers under the DeepKKT losses (Eq. 9-10).
 
     ``targets`` are hard (n,) or soft (n, C) labels. Each step: a forward pass, one backward
@@ -297,10 +319,11 @@ def synthesize(teacher, images, targets, cfg: DeepKKTConfig, gen: torch.Generato
         with torch.no_grad():
             if cfg.clamp_pixels:
                 x.copy_(torch.maximum(torch.minimum(x, high), low))
-            if cfg.lambda_policy == "clamp":
-                s.clamp_(min=0)
-            else:  # dual feasibility: a candidate whose lambda turns negative is removed
-                alive &= s > 0
+            if cfg.lambda_policy == "overgenerate":
+                # dual feasibility: a candidate whose lambda turns negative is removed,
+                # unless its class would keep fewer than ipc (then it is clamped at 0)
+                alive &= ~_to_remove(alive, s, hard, ipc)
+            s.clamp_(min=0)
         if ckpt is not None and ckpt.due(it + 1):
             ckpt.save({"x": x.detach(), "s": s.detach(), "alive": alive,
                        "opt_x": opt_x.state_dict(), "opt_s": opt_s.state_dict(),
