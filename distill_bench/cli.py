@@ -56,16 +56,6 @@ def parse_value(text: str):
     return text
 
 
-def _options(pairs: list[str] | None) -> dict:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise SystemExit(f"error: --set {pair!r}: expected KEY=VALUE")
-        key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = parse_value(value)
-    return out
-
-
 def cmd_list(args) -> None:
     from distill_bench.data.datasets import DATASETS
     from distill_bench.evaluator import PROTOCOLS
@@ -81,8 +71,8 @@ def cmd_list(args) -> None:
         for item in registry.list(args.pattern):
             obj = registry.get(item)
             doc = ""
-            if name == "datasets" and obj.note:
-                doc = obj.note
+            if name == "datasets":
+                doc = obj.note or obj.how_to_get
             elif name == "protocols":
                 doc = (f"{obj.epochs} epochs, {obj.optimizer} lr {obj.lr}, augment "
                        f"{obj.augment}, {obj.num_eval_runs} runs"
@@ -230,8 +220,11 @@ def cmd_deepkkt(args) -> None:
     from methods.deepkkt import generate
 
     data = load_dataset(args.dataset, args.data_root)
+    from distill_bench.config import coerce_options, set_options
+
+    options = coerce_options(generate.DeepKKTConfig, set_options(args.set))
     cfg = generate.config_with(iterations=args.iterations, teacher_epochs=args.teacher_epochs,
-                               **_options(args.set))
+                               **options)
     out = Path(args.output)
     if args.action == "generate":
         a, b = (_csv(args.classes) + [None])[:2]
@@ -294,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run, dataset=None, ipc=None, shots=None, backbone=None,
                    protocol=None, seed=None, precision=None)
 
-    p = sub.add_parser("evaluate", parents=[common, evaluation_options()], help="evaluate a saved set")
+    p = sub.add_parser("evaluate", parents=[common, evaluation_options()],
+                       help="evaluate a saved set")
     p.add_argument("file")
     p.add_argument("--backbone", default="convnet")
     p.add_argument("--seed", type=int, default=0)

@@ -274,7 +274,19 @@ def resolve_run_args(args):
     args.expect = resolved[EXPECT_KEY]
     if path:
         logger.info("config %s resolved to %s", path, {k: resolved[k] for k in RUN_DEFAULTS})
+    for method in resolved["method"]:  # say what differs from the method's own defaults
+        changed = non_default_options(method, args.options)
+        if changed:
+            logger.info("%s options that differ from its defaults: %s", method, changed)
     return args
+
+
+def non_default_options(method: str, options: dict) -> dict:
+    """``{name: (value, default)}`` for the options that change ``method``'s defaults."""
+    defaults = get_method(method).Config().to_dict()
+    typed = get_method(method).Config.from_dict(options).to_dict()
+    return {k: (typed[k], defaults[k]) for k in options
+            if k in defaults and typed[k] != defaults[k]}
 
 
 def printable_config(args) -> dict:

@@ -67,8 +67,8 @@ for _p in (Protocol("standard"),
 
 
 def get_protocol(name: str, **overrides) -> Protocol:
-    """A preset by name with overrides (``None`` values ignored); overrides that change
-    the training make it non-comparable unless they only change the run count upwards."""
+    """A preset by name with overrides (``None`` values ignored). The runner marks rows of
+    an overridden protocol not comparable, whatever the override."""
     base: Protocol = PROTOCOLS.get(name)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return base.replace(**overrides) if overrides else base

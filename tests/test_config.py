@@ -198,3 +198,15 @@ def test_print_config_is_a_loadable_config(tiny, capsys):
     path.write_text(capsys.readouterr().out)
     values = load_config(path)
     assert (values["method"], values["ipc"], values["shots"]) == ("random", 2, 5)
+
+
+def test_non_default_options_are_reported():
+    from distill_bench.config import non_default_options
+
+    assert non_default_options("random", {}) == {}
+    if "dm" not in cli_methods():
+        pytest.skip("method dm is not registered")
+    default = get_method("dm").Config().iterations
+    assert non_default_options("dm", {"iterations": default + 1, "lr_img":
+                                      get_method("dm").Config().lr_img}) == {
+        "iterations": (default + 1, default)}

@@ -113,6 +113,7 @@ def run(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow  # four fresh interpreters: about 15 s of CPU
 def test_external_method_runs_and_lands_in_the_leaderboard(plugin_env, tmp_path):
     listed = run(["list", "methods"], plugin_env, tmp_path).stdout
     assert METHOD in listed and "plugin example" in listed

@@ -16,14 +16,9 @@ from pathlib import Path
 
 import torch
 
+from distill_bench.plots import to_pixels
+
 logger = logging.getLogger(__name__)
-
-
-def to_pixels(images: torch.Tensor, preprocessing) -> torch.Tensor:
-    """Normalised images back to [0, 1] pixels (ZCA, if any, is not inverted)."""
-    mean = torch.tensor(preprocessing.mean).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing.std).view(1, -1, 1, 1)
-    return (images.detach().cpu() * std + mean).clamp(0, 1)
 
 
 def save_grid(images: torch.Tensor, labels: torch.Tensor, path: Path,

@@ -18,7 +18,8 @@ import torch
 
 from distill_bench.data import RealDataset
 from distill_bench.synthetic import Preprocessing
-from methods.deepkkt.diagnostics import save_grid, to_pixels
+from distill_bench.plots import to_pixels
+from methods.deepkkt.diagnostics import save_grid
 from methods.deepkkt.method import DeepKKTConfig, synthesize
 from methods.deepkkt.teacher import get_teacher
 
