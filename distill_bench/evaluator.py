@@ -12,6 +12,24 @@ Protocols are named presets, written into every result row:
 The accuracy reported is the final network's (never the best over checkpoints, which would
 select on the test set). A learned learning rate carried by the set replaces the protocol's;
 its preprocessing (normalisation, ZCA) is applied to the test images.
+
+Speed options of ``evaluate`` (issue 7; ``benchmarks/evaluator.py`` measures them against a
+plain reference loop). Each one that changes numerics is an argument, to be recorded with
+the result:
+
+- ``precision="bf16"``: autocast forward and backward (about 1.5-2x on a CPU with bf16
+  instructions).
+- ``batched_runs=True``: the runs train together as one ``torch.func.vmap`` computation
+  (``training.StackedModels``). Each run draws the same batches, augmentations and initial
+  weights as when trained alone, so results differ only by floating-point summation order;
+  runs finish (and reach ``on_run``) together, and each one's ``seconds`` is the shared time
+  divided by the number of runs. It removes per-run Python and kernel-launch overhead, which
+  is what limits a GPU at small ``ipc``; on CPU the grouped convolutions it turns into were
+  slower than one network at a time.
+
+Always on, as they leave every result bit-identical: 2x2 average pooling by
+``training.Pool2x2`` on CPU (the stock kernel took about a quarter of a ConvNet-3 step), and
+loss sums kept on the device (no synchronisation per step).
 """
 from __future__ import annotations
 
@@ -27,7 +45,8 @@ from distill_bench.data import RealDataset
 from distill_bench.networks import create_backbone
 from distill_bench.registry import Registry
 from distill_bench.synthetic import SyntheticSet
-from distill_bench.training import accuracy, train_epoch
+from distill_bench.training import (StackedModels, accuracy, train_epoch,
+                                    train_epoch_stacked, use_fast_pooling)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +104,8 @@ class EvalRun:
     test_acc: float            # percent
     test_acc_per_class: list[float]
     train_loss: float
-    seconds: float
+    seconds: float             # training and testing this run
+    train_seconds: float = float("nan")   # training alone (for benchmarks)
 
 
 def _optimizer(protocol: Protocol, params, lr: float) -> torch.optim.Optimizer:
@@ -104,56 +124,107 @@ def run_seed(seed: int, run: int) -> int:
 
 def evaluate(syn: SyntheticSet, data: RealDataset, protocol: Protocol, backbone: str = "convnet",
              seed: int = 0, runs: list[int] | None = None, precision: str = "fp32",
-             device: str = "cpu", progress: bool = True, on_run=None) -> list[EvalRun]:
+             device: str = "cpu", progress: bool = True, on_run=None,
+             batched_runs: bool = False) -> list[EvalRun]:
     """Train ``protocol.num_eval_runs`` fresh networks on ``syn``; test each on ``data``.
 
     Args:
         runs: run indices to do (default all); lets an interrupted cell resume.
         on_run: called with each ``EvalRun`` as soon as it finishes (to store it at once).
+        batched_runs: train the runs together as one batched computation (see the module
+            docstring); changes numerics slightly, so record it with the results.
     """
     if syn.dataset != data.name:
         raise ValueError(f"synthetic set is for dataset {syn.dataset!r}, not {data.name!r}")
     runs = list(range(protocol.num_eval_runs)) if runs is None else runs
-    x_syn, y_syn = syn.syn_images.to(device), syn.syn_labels.to(device)
-    x_test = syn.preprocessing(data.test_images).to(device)
-    y_test = data.test_labels.to(device)
-    lr = syn.eval_lr if (syn.eval_lr is not None and protocol.use_learned_lr) else protocol.lr
-    augment = None
-    if protocol.augment == "dsa" and syn.eval_augment != "none":
-        dsa = DSA(DSAConfig(strategy=default_strategy(data.channels)))
-        augment = lambda x, g: dsa(x, g)  # noqa: E731  (per-image draws)
-    elif protocol.augment not in ("dsa", "none"):
-        raise ValueError(f"protocol augment={protocol.augment!r}; choose dsa or none")
-    decay_epoch = int(protocol.epochs * protocol.lr_decay_at)
-
+    job = _Job(syn, data, protocol, backbone, seed, precision, device, progress)
+    if batched_runs:
+        groups = [runs] if runs else []
+    else:
+        groups = [[run] for run in runs]
     results = []
-    for run in runs:
-        started = time.time()
-        torch.manual_seed(run_seed(seed, run))
-        gen = torch.Generator(device).manual_seed(run_seed(seed, run))
-        model = create_backbone(backbone, data.num_classes, data.channels,
-                                data.image_size).to(device)
-        opt = _optimizer(protocol, model.parameters(), lr)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [decay_epoch], 0.1)
-        epochs = range(protocol.epochs)
-        if progress:
-            from tqdm.auto import tqdm
-            epochs = tqdm(epochs, desc=f"eval run {run}", leave=False, unit="ep")
-        loss = float("nan")
-        for _ in epochs:
-            loss = train_epoch(model, x_syn, y_syn, opt, protocol.batch_size, gen,
-                               augment, precision)
-            sched.step()
-        if loss != loss or loss == float("inf"):
-            raise FloatingPointError(f"evaluation run {run} diverged (loss {loss}); "
-                                     f"lr {lr} may be too large for this set")
-        acc, per_class = accuracy(model, x_test, y_test, data.num_classes,
-                                  protocol.test_batch_size, precision)
-        result = EvalRun(run, 100 * acc, [100 * a for a in per_class], loss,
-                         time.time() - started)
-        logger.info("eval run %d: test acc %.2f%%  final loss %.4f  %.0f s",
-                    run, result.test_acc, loss, result.seconds)
-        results.append(result)
-        if on_run is not None:
-            on_run(result)
+    for group in groups:
+        for result in job.train_and_test(group):
+            logger.info("eval run %d: test acc %.2f%%  final loss %.4f  %.0f s", result.run,
+                        result.test_acc, result.train_loss, result.seconds)
+            results.append(result)
+            if on_run is not None:
+                on_run(result)
     return results
+
+
+class _Job:
+    """One synthetic set under one protocol: what every evaluation run shares."""
+
+    def __init__(self, syn: SyntheticSet, data: RealDataset, protocol: Protocol,
+                 backbone: str, seed: int, precision: str, device: str, progress: bool):
+        self.data, self.protocol, self.backbone = data, protocol, backbone
+        self.seed, self.precision, self.device, self.progress = seed, precision, device, progress
+        self.x_syn, self.y_syn = syn.syn_images.to(device), syn.syn_labels.to(device)
+        self.x_test = syn.preprocessing(data.test_images).to(device)
+        self.y_test = data.test_labels.to(device)
+        learned = syn.eval_lr is not None and protocol.use_learned_lr
+        self.lr = syn.eval_lr if learned else protocol.lr
+        self.augment = None
+        if protocol.augment == "dsa" and syn.eval_augment != "none":
+            dsa = DSA(DSAConfig(strategy=default_strategy(data.channels)))
+            self.augment = lambda x, g: dsa(x, g)  # noqa: E731  (per-image draws)
+        elif protocol.augment not in ("dsa", "none"):
+            raise ValueError(f"protocol augment={protocol.augment!r}; choose dsa or none")
+        self.decay_epoch = int(protocol.epochs * protocol.lr_decay_at)
+
+    def network(self, run: int) -> tuple[torch.nn.Module, torch.Generator]:
+        """Run ``run``'s freshly initialised network and its private generator."""
+        torch.manual_seed(run_seed(self.seed, run))
+        gen = torch.Generator(self.device).manual_seed(run_seed(self.seed, run))
+        data = self.data
+        model = create_backbone(self.backbone, data.num_classes, data.channels,
+                                data.image_size).to(self.device)
+        if torch.device(self.device).type == "cpu":
+            use_fast_pooling(model)  # bit-identical results, faster on CPU
+        return model, gen
+
+    def epochs(self, runs: list[int]):
+        epochs = range(self.protocol.epochs)
+        if self.progress:
+            from tqdm.auto import tqdm
+            label = ",".join(map(str, runs))
+            epochs = tqdm(epochs, desc=f"eval run {label}", leave=False, unit="ep")
+        return epochs
+
+    def train(self, runs: list[int]) -> tuple[list[torch.nn.Module], list[float]]:
+        """Train the networks of ``runs``: one alone, or several stacked."""
+        models, gens = zip(*(self.network(run) for run in runs))
+        stacked = StackedModels(list(models)) if len(runs) > 1 else None
+        params = stacked.parameters() if stacked else models[0].parameters()
+        opt = _optimizer(self.protocol, params, self.lr)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [self.decay_epoch], 0.1)
+        batch = self.protocol.batch_size
+        losses = [float("nan")] * len(runs)
+        for _ in self.epochs(runs):
+            if stacked:
+                losses = train_epoch_stacked(stacked, self.x_syn, self.y_syn, opt, batch,
+                                             list(gens), self.augment, self.precision)
+            else:
+                losses = [train_epoch(models[0], self.x_syn, self.y_syn, opt, batch,
+                                      gens[0], self.augment, self.precision)]
+            sched.step()
+        if stacked:
+            stacked.unstack()
+        for run, loss in zip(runs, losses):
+            if loss != loss or loss == float("inf"):
+                raise FloatingPointError(f"evaluation run {run} diverged (loss {loss}); "
+                                         f"lr {self.lr} may be too large for this set")
+        return list(models), losses
+
+    def train_and_test(self, runs: list[int]) -> list[EvalRun]:
+        """Train the networks of ``runs`` together, then test each one."""
+        started = time.time()
+        models, losses = self.train(runs)
+        trained = time.time() - started
+        tests = [accuracy(model, self.x_test, self.y_test, self.data.num_classes,
+                          self.protocol.test_batch_size, self.precision) for model in models]
+        share = (time.time() - started) / len(runs)  # stacked runs share their time
+        return [EvalRun(run, 100 * acc, [100 * a for a in per_class], loss, share,
+                        trained / len(runs))
+                for run, (acc, per_class), loss in zip(runs, tests, losses)]

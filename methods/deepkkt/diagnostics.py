@@ -73,7 +73,7 @@ def lambda_accuracy(lam: torch.Tensor, alive: torch.Tensor, labels: torch.Tensor
 
 
 def write(context, history, lam, alive, labels, teacher_info, dsv, dsv_labels,
-          preprocessing) -> Path | None:
+          preprocessing, class_names: list[str] | None = None) -> Path | None:
     """Write all diagnostics into ``context.artifacts_dir`` (if the harness gave one)."""
     import pandas as pd
 
@@ -94,7 +94,7 @@ def write(context, history, lam, alive, labels, teacher_info, dsv, dsv_labels,
                **context.info.get("deepkkt", {})}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     save_grid(to_pixels(dsv, preprocessing), dsv_labels.cpu(), folder / "dsv_grid.png",
-              title="Deep Support Vectors")
+              class_names, title="Deep Support Vectors")
     context.info.setdefault("deepkkt", {})["diagnostics"] = str(folder)
     context.info["deepkkt"]["lambda_accuracy_correlation"] = stats
     logger.info("diagnostics in %s: entropy %.3f -> %.3f, lambda/accuracy pearson %.2f",

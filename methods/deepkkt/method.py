@@ -216,7 +216,7 @@ class DeepKKT(DistillationMethod):
                                    "dsv_correct_fraction": correct,
                                    "synthesis_seconds": state.seconds, **report}
         diagnostics.write(context, state.history, state.lam, state.alive, y, tinfo, dsv,
-                          y[chosen], real.preprocessing)
+                          y[chosen], real.preprocessing, real.classes)
         return self.make_set(real, dsv, y[chosen], extras={"lambdas": state.lam[chosen].cpu()})
 
 
