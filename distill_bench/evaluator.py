@@ -104,8 +104,7 @@ class EvalRun:
     test_acc: float            # percent
     test_acc_per_class: list[float]
     train_loss: float
-    seconds: float             # training and testing this run
-    train_seconds: float = float("nan")   # training alone (for benchmarks)
+    seconds: float
 
 
 def _optimizer(protocol: Protocol, params, lr: float) -> torch.optim.Optimizer:
@@ -196,20 +195,20 @@ class _Job:
         """Train the networks of ``runs``: one alone, or several stacked."""
         models, gens = zip(*(self.network(run) for run in runs))
         stacked = StackedModels(list(models)) if len(runs) > 1 else None
-        params = stacked.parameters() if stacked else models[0].parameters()
+        params = stacked.parameters() if stacked is not None else models[0].parameters()
         opt = _optimizer(self.protocol, params, self.lr)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, [self.decay_epoch], 0.1)
         batch = self.protocol.batch_size
         losses = [float("nan")] * len(runs)
         for _ in self.epochs(runs):
-            if stacked:
+            if stacked is not None:
                 losses = train_epoch_stacked(stacked, self.x_syn, self.y_syn, opt, batch,
                                              list(gens), self.augment, self.precision)
             else:
                 losses = [train_epoch(models[0], self.x_syn, self.y_syn, opt, batch,
                                       gens[0], self.augment, self.precision)]
             sched.step()
-        if stacked:
+        if stacked is not None:
             stacked.unstack()
         for run, loss in zip(runs, losses):
             if loss != loss or loss == float("inf"):
@@ -221,10 +220,8 @@ class _Job:
         """Train the networks of ``runs`` together, then test each one."""
         started = time.time()
         models, losses = self.train(runs)
-        trained = time.time() - started
         tests = [accuracy(model, self.x_test, self.y_test, self.data.num_classes,
                           self.protocol.test_batch_size, self.precision) for model in models]
         share = (time.time() - started) / len(runs)  # stacked runs share their time
-        return [EvalRun(run, 100 * acc, [100 * a for a in per_class], loss, share,
-                        trained / len(runs))
+        return [EvalRun(run, 100 * acc, [100 * a for a in per_class], loss, share)
                 for run, (acc, per_class), loss in zip(runs, tests, losses)]
