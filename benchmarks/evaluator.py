@@ -77,14 +77,22 @@ class Variant:
     name: str
     precision: str = "fp32"          # fp32 | bf16
     batched_runs: bool = False       # train the runs as one vmap-ed computation
+    compile_model: bool = False      # train through torch.compile
 
     @classmethod
     def parse(cls, name: str) -> "Variant":
         parts = name.split("+")
-        if parts[0] not in ("fp32", "bf16") or set(parts[1:]) - {"batched"}:
+        if parts[0] not in ("fp32", "bf16") or set(parts[1:]) - {"batched", "compile"}:
             raise ValueError(f"variant {name!r} is not known; write a precision (fp32 or "
-                             f"bf16) optionally followed by '+batched', e.g. bf16+batched")
-        return cls(name, parts[0], "batched" in parts[1:])
+                             f"bf16) optionally followed by '+batched' or '+compile', "
+                             f"e.g. bf16+compile")
+        return cls(name, parts[0], "batched" in parts[1:], "compile" in parts[1:])
+
+    @property
+    def options(self) -> dict:
+        """``evaluate``'s keyword arguments for this variant."""
+        return {"precision": self.precision, "batched_runs": self.batched_runs,
+                "compile_model": self.compile_model}
 
 
 @dataclass
@@ -290,8 +298,8 @@ def time_variant(variant: Variant, syn: SyntheticSet, data: RealDataset, epochs:
     protocol = get_protocol("standard", epochs=epochs, num_eval_runs=networks)
 
     def run(p):
-        return evaluate(syn, data, p, BACKBONE, seed=0, precision=variant.precision,
-                        device=device, progress=False, batched_runs=variant.batched_runs)
+        return evaluate(syn, data, p, BACKBONE, seed=0, device=device, progress=False,
+                        **variant.options)
     run(protocol.replace(epochs=1))  # warm-up
     wall, cpu, _ = timed(lambda: run(protocol), device)  # testing 10 images: negligible
     return SpeedRow(syn.ipc, variant.name, variant.precision, epochs, networks, wall, cpu)
@@ -391,9 +399,8 @@ def compare_accuracy(args, variant: Variant) -> list[AccuracyRow]:
     def report_run(result) -> None:
         ours.test_acc.append(result.test_acc)
         print(f"#   {variant.name} run {result.run}: {result.test_acc:.2f}%", flush=True)
-    evaluate(syn, data, protocol, BACKBONE, seed=args.seed, precision=variant.precision,
-             device=args.device, progress=False, on_run=report_run,
-             batched_runs=variant.batched_runs)
+    evaluate(syn, data, protocol, BACKBONE, seed=args.seed, device=args.device,
+             progress=False, on_run=report_run, **variant.options)
     ours.seconds = time.perf_counter() - started
     return [ref, ours]
 
