@@ -11,12 +11,14 @@ In one run on one machine the script measures:
 
 1. **Speed.** On random tensors with CIFAR-10 shapes (3x32x32, 10 classes) at each ``ipc``:
    images-epochs per second of the reference and of each evaluator variant (``fp32`` is the
-   default path; ``bf16`` autocast; ``+batched`` trains the runs as one ``vmap``-ed
-   computation), their ratio, wall-clock and process CPU time (the latter is less
-   disturbed by other load), and the fraction of the machine's peak each reaches: the peak
-   is a square matrix-multiply rate measured here in fp32 and bf16, and a network's training
-   FLOPs per image come from its layer shapes (convolutions and linear layers; 3x the
-   forward, less the first layer's input gradient, which is never computed).
+   default path; ``bf16`` autocast; ``+compile`` trains through ``torch.compile``;
+   ``+batched`` trains the runs as one ``vmap``-ed computation), their ratio from wall-clock
+   and from process CPU time (the latter is less disturbed by other load), and the fraction
+   of the machine's peak each reaches: the peak is a square matrix-multiply rate measured
+   here in fp32 and bf16, and a network's training FLOPs per image come from its layer
+   shapes (convolutions and linear layers; 3x the forward, less the first layer's input
+   gradient, which is never computed). Each timing follows an untimed one-epoch warm-up
+   (which also fills ``torch.compile``'s caches).
 2. **Accuracy.** A random real subset of ``cifar10-jpeg75`` (ipc 10, from
    ``$DISTILL_BENCH_DATA``) trained by the reference and by the fastest variant at the same
    seeds (the same initial weights; each loop draws its own batches), test accuracies side
@@ -66,7 +68,7 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (3, 32, 32)            # CIFAR-10
 BACKBONE = "convnet"
 REAL_DATASET = "cifar10-jpeg75"
-DEFAULT_VARIANTS = "fp32,bf16,fp32+batched,bf16+batched"
+DEFAULT_VARIANTS = "fp32,bf16,fp32+compile,bf16+compile,fp32+batched,bf16+batched"
 MIN_IMAGE_EPOCHS = 2000              # per network, when --epochs is not given
 PEAK_SECONDS = 1.0                   # time spent per matrix-multiply measurement
 
@@ -86,6 +88,9 @@ class Variant:
             raise ValueError(f"variant {name!r} is not known; write a precision (fp32 or "
                              f"bf16) optionally followed by '+batched' or '+compile', "
                              f"e.g. bf16+compile")
+        if {"batched", "compile"} <= set(parts[1:]):
+            raise ValueError(f"variant {name!r}: '+batched' and '+compile' do not combine; "
+                             f"choose one")
         return cls(name, parts[0], "batched" in parts[1:], "compile" in parts[1:])
 
     @property

@@ -195,6 +195,8 @@ def test_benchmark_flop_count_and_variants():
     expected = 3 * 2 * sum(macs) - 2 * macs[0]
     assert bench.training_flops(model, (3, 32, 32)) == pytest.approx(expected)
     assert bench.Variant.parse("bf16+batched") == bench.Variant("bf16+batched", "bf16", True)
+    assert bench.Variant.parse("fp32+compile").options == {
+        "precision": "fp32", "batched_runs": False, "compile_model": True}
     with pytest.raises(ValueError, match="variant 'fp16'"):
         bench.Variant.parse("fp16")
     assert bench.default_epochs(1) == 200 and bench.default_epochs(50) == 20
@@ -209,3 +211,38 @@ def test_benchmark_reference_loop_learns(toy):
     test_x = syn.preprocessing(toy.test_images)
     acc = bench.reference_test(net, test_x, toy.test_labels)
     assert 0 <= acc <= 100
+
+
+@pytest.mark.slow  # compiles (seconds with a warm inductor cache, a minute without)
+def test_compiled_training_matches_eager(toy):
+    torch._dynamo.reset()
+    protocol = get_protocol("dc", epochs=6, num_eval_runs=2, augment="dsa", batch_size=8)
+    eager = evaluate(_syn(toy), toy, protocol, backbone="convnet", seed=2, progress=False)
+    compiled = evaluate(_syn(toy), toy, protocol, backbone="convnet", seed=2,
+                        progress=False, compile_model=True)
+    for a, b in zip(eager, compiled):
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4)
+        assert b.test_acc == pytest.approx(a.test_acc, abs=1e-6)
+    with pytest.raises(ValueError, match="batched_runs=True with compile_model=True"):
+        evaluate(_syn(toy), toy, protocol, progress=False, batched_runs=True,
+                 compile_model=True)
+
+
+def test_benchmark_ratios_and_report():
+    bench = _benchmark_module()
+    rows = [bench.SpeedRow(1, "reference", "fp32", 10, 2, 4.0, 4.0),
+            bench.SpeedRow(1, "bf16", "bf16", 10, 2, 2.0, 1.0),
+            bench.SpeedRow(10, "reference", "fp32", 2, 2, 8.0, 8.0),
+            bench.SpeedRow(10, "bf16", "bf16", 2, 2, 5.0, 4.0),
+            bench.SpeedRow(10, "fp32+compile", "fp32", 2, 2, 4.0, 4.0)]
+    bench.finish_rows(rows, flops=1e9, peaks={"fp32": 100.0, "bf16": 200.0})
+    assert rows[1].image_epochs_per_s == pytest.approx(100.0)   # 10 * 10 * 2 / 2 s
+    assert (rows[1].ratio_wall, rows[1].ratio_cpu) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert rows[1].peak_fraction == pytest.approx(0.5)          # 100 GFLOP/s of 200
+    assert bench.fastest(rows) == "fp32+compile"                 # ratio 2.0 at ipc 10
+    assert bench.fastest(rows[:2]) == "bf16"                     # no ipc 10: the first ipc
+    acc = [bench.AccuracyRow("reference", "fp32", [50.0, 52.0]),
+           bench.AccuracyRow("bf16", "bf16", [51.0, 51.5])]
+    text = "\n".join(bench.speed_table(rows) + bench.accuracy_table(acc))
+    assert "| 1 | bf16 | 10 | 2 | 100.0 | 2.00 | 4.00 | 100.0 | 50% |" in text
+    assert "within one standard deviation" in text and "NOT" not in text
