@@ -131,13 +131,10 @@ class AccuracyRow:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU's model name, read the way every result row records it."""
+    from distill_bench.provenance import hardware
+
+    return hardware("cpu")["cpu"]
 
 
 def machine(device: str) -> dict:
