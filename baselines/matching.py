@@ -130,6 +130,7 @@ class MatchingMethod(DistillationMethod):
     Subclasses set ``PAPER_BUDGET`` (the papers' budget fields) and implement
     ``iteration``, which updates ``run.syn_images`` and returns the iteration's mean loss.
     """
+    needs_real = "some"
     Config = MatchingConfig
     PAPER_BUDGET: ClassVar[dict] = {}
 

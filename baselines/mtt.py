@@ -294,6 +294,7 @@ def init_images(real: RealSubset, ipc: int, init: str,
 @register_method("mtt")
 class MTT(DistillationMethod):
     """Matching training trajectories (Cazenavette et al., CVPR 2022)."""
+    needs_real = "some"
     Config = MTTConfig
 
     def __init__(self, config: MTTConfig | None = None, **overrides):

@@ -19,6 +19,7 @@ class RandomConfig(MethodConfig):
 @register_method("random")
 class RandomSubset(DistillationMethod):
     """A class-balanced random subset of the real images the budget allows."""
+    needs_real = "ipc"
     Config = RandomConfig
 
     def distill(self, real, ipc, seed, context):

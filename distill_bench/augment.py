@@ -168,7 +168,7 @@ class DSA:
         if fam == "color":
             return self._color(x, v)
         if fam == "crop":
-            return _translate(x, v["shift"])
+            return _translate(x, v["shift"], int(x.shape[-1] * self.config.crop + 0.5))
         if fam == "cutout":
             return self._cutout(x, v["centre"])
         if fam == "flip":
@@ -208,11 +208,15 @@ class DSA:
         return self.apply(x, params)
 
 
-def _translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Move image i by ``shift[i] = (dx, dy)`` whole pixels, filling with zeros."""
+def _translate(x: torch.Tensor, shift: torch.Tensor, limit: int) -> torch.Tensor:
+    """Move image i by ``shift[i] = (dx, dy)`` whole pixels, filling with zeros.
+
+    Shifts are clamped to ``[-limit, limit]`` (the sampler's range); padding by that known
+    bound, not by the largest shift drawn, keeps a GPU from waiting to read the shifts.
+    """
     n, c, h, w = x.shape
-    shift = shift.long()
-    pad = int(shift.abs().max()) if n else 0
+    pad = max(0, limit)
+    shift = shift.long().clamp(-pad, pad)
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (pad - shift[:, 1:2] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = (pad - shift[:, 0:1] + torch.arange(w, device=x.device)).view(n, 1, 1, w)

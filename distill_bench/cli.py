@@ -85,7 +85,7 @@ def cmd_list(args) -> None:
 def cmd_run(args) -> None:
     from distill_bench.data import load_dataset
     from distill_bench.evaluator import get_protocol
-    from distill_bench.method import get_method
+    from distill_bench.method import create_method, get_method
     from distill_bench.networks import BACKBONES
     from distill_bench.runner import Cell, run_cell
     from distill_bench.config import (check_expected, dump_config, printable_config,
@@ -110,10 +110,14 @@ def cmd_run(args) -> None:
     for backbone in args.backbone:
         BACKBONES.get(backbone)
     get_protocol(args.protocol)
+    speed = {"workers": args.workers, "compile_model": args.compile_model,
+             "batched_runs": args.batched_runs}
     cells = [Cell(method, args.dataset, ipc, args.shots, backbone, args.protocol, seed,
-                  args.precision, options, protocol_options)
+                  args.precision, options, protocol_options, **speed)
              for seed in args.seed for method in args.method
              for backbone in args.backbone for ipc in args.ipc]
+    for cell in cells:  # impossible (ipc, shots) pairs fail now, not after loading data
+        create_method(cell.method, **cell.method_options).check_cell(cell.ipc, cell.shots)
     data = load_dataset(args.dataset, args.data_root)
     for cell in cells:
         check_expected(cell, data, args.expect)
@@ -139,7 +143,8 @@ def cmd_evaluate(args) -> None:
     data = load_dataset(syn.dataset, args.data_root)
     protocol = get_protocol(args.protocol, num_eval_runs=args.num_eval_runs, epochs=args.epochs)
     runs = evaluate(syn, data, protocol, args.backbone, args.seed, precision=args.precision,
-                    device=args.device, progress=not args.no_progress)
+                    device=args.device, progress=not args.no_progress, workers=args.workers,
+                    compile_model=args.compile_model, batched_runs=args.batched_runs)
     accs = [r.test_acc for r in runs]
     mean = sum(accs) / len(accs)
     std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
@@ -258,25 +263,37 @@ def build_parser() -> argparse.ArgumentParser:
         # a fresh parent per subcommand: argparse parents share their actions, so
         # run's "not given" defaults must not leak into evaluate's
         evaluation = argparse.ArgumentParser(add_help=False)
-        evaluation.add_argument("--protocol", default="standard")
+        evaluation.add_argument("--protocol", default="standard", help="evaluation preset, "
+                                "see `distill-bench list protocols` (default standard)")
         evaluation.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                                help="bf16 autocast: about 2x faster on CPU; recorded per row")
+                                help="bf16 autocast: about 2x faster on CPU; recorded per row "
+                                "(default fp32)")
         evaluation.add_argument("--num-eval-runs", type=int,
                                 help="override the protocol's runs")
         evaluation.add_argument("--epochs", type=int, help="override the protocol's epochs "
                                 "(rows become not comparable)")
+        evaluation.add_argument("--workers", type=int, default=1,
+                                help="train this many evaluation runs at once in worker "
+                                "processes, sharing the threads (default 1); recorded per row")
+        evaluation.add_argument("--compile", dest="compile_model", action="store_true",
+                                help="train through torch.compile (faster on CPU after a "
+                                "compile of up to a minute); recorded per row")
+        evaluation.add_argument("--batched-runs", action="store_true",
+                                help="train the runs as one vmap-ed computation (for a GPU "
+                                "at small ipc); recorded per row")
         evaluation.add_argument("--no-progress", action="store_true")
         return evaluation
 
     p = sub.add_parser("run", parents=[common, evaluation_options()],
                        help="distil and evaluate a grid")
     p.add_argument("--method", type=_csv, help="one or more, comma separated")
-    p.add_argument("--dataset", default="cifar10-jpeg75")
-    p.add_argument("--ipc", type=_ints, default=[1], help="images per class, e.g. 1,10")
-    p.add_argument("--shots", default="all", help="real images per class the method may "
-                   "see: 0, an integer, or all")
-    p.add_argument("--backbone", type=_csv, default=["convnet"])
-    p.add_argument("--seed", type=_ints, default=[0])
+    # run's defaults live in config.RUN_DEFAULTS (a --config file may set them)
+    p.add_argument("--dataset", help="default cifar10-jpeg75")
+    p.add_argument("--ipc", type=_ints, help="images per class, e.g. 1,10 (default 1)")
+    p.add_argument("--shots", help="real images per class the method may see: 0, an "
+                   "integer, or all (default all)")
+    p.add_argument("--backbone", type=_csv, help="evaluation network(s) (default convnet)")
+    p.add_argument("--seed", type=_ints, help="seed(s) of the cell (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="method option override (repeatable)")
     p.add_argument("--config", metavar="FILE", help="YAML run config (configs/, or one "
@@ -329,28 +346,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("teacher", parents=[common], help="train or show a DeepKKT teacher")
     p.add_argument("--dataset", default="cifar10-jpeg75")
-    p.add_argument("--backbone")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--backbone", help="default convnet")
+    p.add_argument("--epochs", type=int, help="default: the recipe's (15)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--show", action="store_true", help="only show a cached teacher")
     p.set_defaults(func=cmd_teacher)
 
-    p = sub.add_parser("deepkkt", parents=[common],
-                       help="DSV generation (soft label of two classes) or image editing")
-    p.add_argument("action", choices=["generate", "edit"])
-    p.add_argument("--dataset", default="cifar10-jpeg75")
-    p.add_argument("--classes", default="cat,dog", help="generate: two classes to mix")
-    p.add_argument("--delta", type=float, default=0.5, help="generate: weight of the 2nd class")
-    p.add_argument("--num", type=int, default=4, help="generate: number of images")
-    p.add_argument("--index", type=int, default=0, help="edit: training image index")
-    p.add_argument("--target", default="1", help="edit: target class (name or index)")
-    p.add_argument("--iterations", type=int, default=200)
-    p.add_argument("--teacher-epochs", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="results/deepkkt-generation")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.set_defaults(func=cmd_deepkkt)
+    p = sub.add_parser("deepkkt", help="DSV generation for a soft label of two classes, or "
+                       "editing an image toward a class")
+    actions = p.add_subparsers(dest="action", required=True)
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--dataset", default="cifar10-jpeg75")
+    shared.add_argument("--iterations", type=int, default=200)
+    shared.add_argument("--teacher-epochs", type=int, help="default: the recipe's (15)")
+    shared.add_argument("--seed", type=int, default=0)
+    shared.add_argument("--output", default="results/deepkkt-generation")
+    shared.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="DeepKKT option override (repeatable)")
+    q = actions.add_parser("generate", parents=[common, shared],
+                           help="images whose teacher prediction mixes two classes")
+    q.add_argument("--classes", default="cat,dog", help="the two classes to mix")
+    q.add_argument("--delta", type=float, default=0.5, help="weight of the second class")
+    q.add_argument("--num", type=int, default=4, help="number of images")
+    q.set_defaults(func=cmd_deepkkt)
+    q = actions.add_parser("edit", parents=[common, shared],
+                           help="edit a training image toward another class")
+    q.add_argument("--index", type=int, default=0, help="training image index")
+    q.add_argument("--target", default="1", help="target class (name or index)")
+    q.set_defaults(func=cmd_deepkkt)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's --help says its options' defaults (None and flags say nothing)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
+            continue
+        default, text = action.default, action.help or ""
+        if (not action.option_strings or default in (None, argparse.SUPPRESS)
+                or isinstance(default, bool) or "default" in text):
+            continue
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        action.help = f"{text} (default: {shown})".strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,8 @@ COLUMNS = {
     "random": "random real subset of the same dataset, ipc, shots, backbone, protocol and "
               "precision: mean ± std",
     "gain": "acc minus random, in accuracy points (`ref` on the random rows themselves)",
+    "distill": "wall-clock time of the distillation on the machine of the rows (`-` for "
+               "the random subset, which only draws images)",
     "flags": "warnings, explained below",
 }
 CSV_ONLY = {
@@ -253,6 +255,17 @@ def _gain(gain, method: str, other_shots: bool) -> str:
     return "-" if pd.isna(gain) else f"{gain:+.2f}"
 
 
+def _duration(seconds) -> str:
+    """``42 s``, ``3.1 min``, ``2.5 h``; ``-`` when nothing was distilled."""
+    if pd.isna(seconds) or seconds < 0.5:
+        return "-"
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def display_frame(board: pd.DataFrame) -> pd.DataFrame:
     """The compact view shown in Markdown and LaTeX (columns of ``COLUMNS``)."""
     if board.empty:
@@ -268,6 +281,7 @@ def display_frame(board: pd.DataFrame) -> pd.DataFrame:
         "random": [_pm(m, s) for m, s in zip(board["random_acc"], board["random_std"])],
         "gain": [_gain(g, m, other) for g, m, other in zip(
             board["gain_over_random"], board["method"], board["random_other_shots"])],
+        "distill": board["distill_seconds"].map(_duration),
         "flags": board["flags"].map(lambda f: f.replace(",", ", ")),
     })
     return out.reset_index(drop=True)

@@ -114,6 +114,9 @@ class DistillationMethod:
     name: ClassVar[str] = ""
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     needs_teacher: ClassVar[bool] = False
+    # real images per class the method needs: "none" (works from shots=0), "some" (at
+    # least one), or "ipc" (at least ipc: it picks real images); checked before data loads
+    needs_real: ClassVar[str] = "none"
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any):
         if config is None:
@@ -125,6 +128,17 @@ class DistillationMethod:
     def distill(self, real: RealSubset, ipc: int, seed: int,
                 context: RunContext) -> SyntheticSet:
         raise NotImplementedError
+
+    def check_cell(self, ipc: int, shots: int | str) -> None:
+        """Refuse an (ipc, shots) this method cannot run, before any data is loaded."""
+        if shots == "all" or self.needs_real == "none":
+            return
+        if self.needs_real == "some" and shots < 1:
+            raise ValueError(f"{self.name} learns from real images but shots={shots} gives "
+                             f"none; use shots >= 1 or 'all'")
+        if self.needs_real == "ipc" and shots < ipc:
+            raise ValueError(f"{self.name} picks ipc={ipc} real images per class but "
+                             f"shots={shots} allows {shots}; use shots >= {ipc} or 'all'")
 
     def budget(self) -> dict:
         """The compute budget this config uses and whether it is the paper's (for rows)."""

@@ -39,6 +39,16 @@ class Cell:
     precision: str = "fp32"
     method_options: dict = field(default_factory=dict)
     protocol_options: dict = field(default_factory=dict)
+    # how the evaluator runs (``evaluate``'s speed options): recorded in every row, not
+    # part of the run key, as they change results only by floating-point summation order
+    workers: int = 1
+    compile_model: bool = False
+    batched_runs: bool = False
+
+    @property
+    def speed_options(self) -> dict:
+        return {"workers": self.workers, "compile_model": self.compile_model,
+                "batched_runs": self.batched_runs}
 
     def __post_init__(self):
         self.shots = parse_shots(self.shots)
@@ -95,8 +105,9 @@ def run_cell(cell: Cell, results_dir: str | Path | None = None, data_root: str |
              progress: bool = True) -> list[dict]:
     """Distil and evaluate one cell, appending a row per evaluation run; returns new rows."""
     store = ResultStore(results_dir)
-    data = data or load_dataset(cell.dataset, data_root)
     method = create_method(cell.method, **cell.method_options)
+    method.check_cell(cell.ipc, cell.shots)  # before a dataset takes seconds to load
+    data = data or load_dataset(cell.dataset, data_root)
     protocol: Protocol = get_protocol(cell.protocol, **cell.protocol_options)
     comparable = protocol.comparable and not cell.protocol_options
     run_key = config_hash({"set": set_name(cell, method, data), "backbone": cell.backbone,
@@ -127,14 +138,15 @@ def run_cell(cell: Cell, results_dir: str | Path | None = None, data_root: str |
             "num_syn": int(syn.syn_images.shape[0]), "eval_lr": syn.eval_lr,
             "data_checksum": prov.get("data_checksum", data.checksum),
             "teacher": prov.get("teacher"), "synthetic_set": str(syn_path),
-            "run_key": run_key, "time": datetime.now(timezone.utc).isoformat(),
+            "run_key": run_key, "eval_options": cell.speed_options,
+            "time": datetime.now(timezone.utc).isoformat(),
             **provenance(device),
         }
         store.append(row)
         rows.append(row)
 
     evaluate(syn, data, protocol, cell.backbone, cell.seed, todo, cell.precision, device,
-             progress, on_run=store_run)
+             progress, on_run=store_run, **cell.speed_options)
     accs = [r["test_acc"] for r in rows]
     logger.info("%s %s ipc %d shots %s: %s", cell.method, cell.dataset, cell.ipc, cell.shots,
                 ", ".join(f"{a:.2f}" for a in accs))

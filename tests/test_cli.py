@@ -170,3 +170,15 @@ def test_evaluate_defaults_are_the_documented_ones():
     args = build_parser().parse_args(["evaluate", "set.pt"])
     assert args.protocol == "standard" and args.precision == "fp32"
     assert args.backbone == "convnet" and args.seed == 0
+
+
+def test_impossible_shots_fail_before_any_data_is_read(tmp_path, monkeypatch, capsys):
+    """random at ipc 10 from shots 5 cannot work: say so at once, naming the values."""
+    def no_data(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the budget was checked")
+    monkeypatch.setattr("distill_bench.data.load_dataset", no_data)
+    for method, shots, expected in (("random", "5", "shots=5 allows 5; use shots >= 10"),
+                                    ("dm", "0", "shots=0 gives none")):
+        assert main(["run", "--method", method, "--ipc", "10", "--shots", shots,
+                     "--results-dir", str(tmp_path)]) == 2
+        assert expected in capsys.readouterr().err

@@ -244,3 +244,10 @@ def test_cli_cross_architecture_rows(tmp_path, monkeypatch, capsys):
     assert sorted(board["backbone"]) == ["convnet", "convnet_bn", "resnet18"]
     assert (board["random_acc"] == board["acc_mean"]).all()  # each its own reference
     assert "| random | mnist | 1 | all | resnet18 | quick | 2 |" in capsys.readouterr().out
+
+
+def test_distillation_time_is_shown_readably():
+    from distill_bench.leaderboard import _duration
+
+    assert [_duration(s) for s in (0.0, float("nan"), 42.4, 185.0, 9000.0)] == [
+        "-", "-", "42 s", "3.1 min", "2.5 h"]

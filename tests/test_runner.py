@@ -22,7 +22,8 @@ from distill_bench.synthetic import SyntheticSet
 PROVENANCE_FIELDS = ("config", "data_checksum", "versions", "git_revision", "hardware",
                      "eval_seconds", "distill_seconds")
 ROW_FIELDS = ("method", "dataset", "ipc", "shots", "backbone", "protocol", "seed", "run",
-              "test_acc", "run_key", "protocol_config", "comparable", "synthetic_set")
+              "test_acc", "run_key", "protocol_config", "comparable", "synthetic_set",
+              "eval_options")
 
 
 def _context(tmp_path) -> RunContext:
@@ -76,6 +77,8 @@ def _check_rows(rows, cell, data, store_dir):
             assert key in row and row[key] is not None, key
         assert row["method"] == cell.method and row["dataset"] == cell.dataset
         assert row["ipc"] == cell.ipc and row["shots"] == "all" and row["protocol"] == "quick"
+        assert row["eval_options"] == {"workers": 1, "compile_model": False,
+                                       "batched_runs": False}
         assert row["data_checksum"] == data.checksum
         assert row["comparable"] is False  # quick, and cut epochs
         assert row["protocol_config"]["epochs"] == cell.protocol_options["epochs"]

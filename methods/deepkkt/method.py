@@ -396,6 +396,7 @@ class DeepKKTSelectConfig(TeacherOptions):
 @register_method("deepkkt-select")
 class DeepKKTSelect(DistillationMethod):
     """Top-lambda real images per class under the stationarity condition (a coreset)."""
+    needs_real = "ipc"
     Config = DeepKKTSelectConfig
     needs_teacher = True
 
