@@ -274,3 +274,26 @@ def test_benchmark_ratios_and_report():
     text = "\n".join(bench.speed_table(rows) + bench.accuracy_table(acc))
     assert "| 1 | bf16 | 10 | 2 | 100.0 | 2.00 | 4.00 | 100.0 | 50% |" in text
     assert "within one standard deviation" in text and "NOT" not in text
+
+
+def _methods_benchmark():
+    name = "benchmark_methods"
+    if name not in sys.modules:
+        path = BENCHMARK.with_name("methods.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def test_methods_benchmark_times_iterations(toy):
+    """Two short distillations give a per-iteration time and a projected budget."""
+    bench = _methods_benchmark()
+    args = bench.parse_args(["--methods", "dm", "--ipc", "1", "--shots", "2", "--extra", "2"])
+    timing = bench.time_method("dm", 1, 2, toy, args)
+    assert timing.per_iteration > 0 and timing.budget_iterations == 20000
+    assert timing.budget_hours == pytest.approx(20000 * timing.per_iteration / 3600)
+    text = bench.report([timing], {"command": "methods.py", "dataset": toy.name})
+    assert "| dm | 1 | 2 |" in text
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--ipc", "10", "--shots", "5"])
