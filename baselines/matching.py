@@ -130,9 +130,12 @@ class MatchingMethod(DistillationMethod):
     Subclasses set ``PAPER_BUDGET`` (the papers' budget fields) and implement
     ``iteration``, which updates ``run.syn_images`` and returns the iteration's mean loss.
     """
-    needs_real = "some"
     Config = MatchingConfig
     PAPER_BUDGET: ClassVar[dict] = {}
+
+    @property
+    def needs_real(self) -> str:  # real initialisation picks ipc real images per class
+        return "ipc" if self.config.init == "real" else "some"
 
     def iteration(self, run: MatchingRun) -> float:
         raise NotImplementedError

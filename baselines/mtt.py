@@ -287,6 +287,10 @@ def init_images(real: RealSubset, ipc: int, init: str,
     picked = []
     for c in range(real.num_classes):
         pool = real.of_class(c)
+        if len(pool) < ipc:
+            raise ValueError(f"mtt init='real' needs ipc={ipc} real images per class but "
+                             f"shots={real.shots} gives {len(pool)} for class {c}; use "
+                             f"shots >= {ipc} or init='noise'")
         picked.append(pool[torch.randperm(len(pool), generator=gen)[:ipc]])
     return torch.cat(picked).clone(), labels
 
@@ -294,8 +298,11 @@ def init_images(real: RealSubset, ipc: int, init: str,
 @register_method("mtt")
 class MTT(DistillationMethod):
     """Matching training trajectories (Cazenavette et al., CVPR 2022)."""
-    needs_real = "some"
     Config = MTTConfig
+
+    @property
+    def needs_real(self) -> str:  # real initialisation picks ipc real images per class
+        return "ipc" if self.config.init == "real" else "some"
 
     def __init__(self, config: MTTConfig | None = None, **overrides):
         super().__init__(config, **overrides)

@@ -12,8 +12,7 @@ In one run on one machine the script measures:
 1. **Speed.** On random tensors with CIFAR-10 shapes (3x32x32, 10 classes) at each ``ipc``:
    images-epochs per second of the reference and of each evaluator variant (``fp32`` is the
    default path; ``bf16`` autocast; ``+compile`` trains through ``torch.compile``;
-   ``+batched`` trains the runs as one ``vmap``-ed computation; ``+workers`` trains them
-   in one worker process per usable CPU, ``+workersN`` in N), their ratio from wall-clock
+   ``+batched`` trains the runs as one ``vmap``-ed computation), their ratio from wall-clock
    and from process CPU time (the latter is less disturbed by other load), and the fraction
    of the machine's peak each reaches: the peak is a square matrix-multiply rate measured
    here in fp32 and bf16, and a network's training FLOPs per image come from its layer
@@ -70,46 +69,38 @@ IMAGE_SHAPE = (3, 32, 32)            # CIFAR-10
 BACKBONE = "convnet"
 REAL_DATASET = "cifar10-jpeg75"
 # fp32+compile, fp32+batched and bf16+batched are options (--variants); on the 2-core CPU
-# they measured 1.04-1.06x, and the batched ones slower than one network at a time
-DEFAULT_VARIANTS = "fp32,bf16,bf16+compile,bf16+workers,bf16+compile+workers"
+# fp32+compile measured 1.04-1.06x the reference and the batched ones were slower than one
+# network at a time
+DEFAULT_VARIANTS = "fp32,bf16,bf16+compile"
 MIN_IMAGE_EPOCHS = 5000              # per network, when --epochs is not given
 PEAK_SECONDS = 1.0                   # time spent per matrix-multiply measurement
 
 
 @dataclass
 class Variant:
-    """One way of running the evaluator, parsed from e.g. ``bf16+compile+workers``."""
+    """One way of running the evaluator, parsed from e.g. ``bf16+batched``."""
     name: str
     precision: str = "fp32"          # fp32 | bf16
     batched_runs: bool = False       # train the runs as one vmap-ed computation
     compile_model: bool = False      # train through torch.compile
-    workers: int = 1                 # runs trained at once in worker processes
 
     @classmethod
     def parse(cls, name: str) -> "Variant":
         parts = name.split("+")
-        flags = set(parts[1:])
-        workers = [p for p in flags if p.startswith("workers")]
-        known = {"batched", "compile"} | set(workers)
-        if parts[0] not in ("fp32", "bf16") or flags - known or len(workers) > 1 or \
-                any(not (w == "workers" or w[7:].isdigit()) for w in workers):
+        if parts[0] not in ("fp32", "bf16") or set(parts[1:]) - {"batched", "compile"}:
             raise ValueError(f"variant {name!r} is not known; write a precision (fp32 or "
-                             f"bf16) optionally followed by '+batched', '+compile' and "
-                             f"'+workers' (one per usable CPU) or '+workersN', "
-                             f"e.g. bf16+compile+workers")
-        if {"batched", "compile"} <= flags or ("batched" in flags and workers):
-            raise ValueError(f"variant {name!r}: '+batched' combines with neither "
-                             f"'+compile' nor '+workers'; choose one")
-        count = 1
-        if workers:
-            count = int(workers[0][7:]) if workers[0][7:] else usable_cpus()
-        return cls(name, parts[0], "batched" in flags, "compile" in flags, max(1, count))
+                             f"bf16) optionally followed by '+batched' or '+compile', "
+                             f"e.g. bf16+compile")
+        if {"batched", "compile"} <= set(parts[1:]):
+            raise ValueError(f"variant {name!r}: '+batched' and '+compile' do not combine; "
+                             f"choose one")
+        return cls(name, parts[0], "batched" in parts[1:], "compile" in parts[1:])
 
     @property
     def options(self) -> dict:
         """``evaluate``'s keyword arguments for this variant."""
         return {"precision": self.precision, "batched_runs": self.batched_runs,
-                "compile_model": self.compile_model, "workers": self.workers}
+                "compile_model": self.compile_model}
 
 
 def usable_cpus() -> int:

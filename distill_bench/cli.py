@@ -110,8 +110,7 @@ def cmd_run(args) -> None:
     for backbone in args.backbone:
         BACKBONES.get(backbone)
     get_protocol(args.protocol)
-    speed = {"workers": args.workers, "compile_model": args.compile_model,
-             "batched_runs": args.batched_runs}
+    speed = {"compile_model": args.compile_model, "batched_runs": args.batched_runs}
     cells = [Cell(method, args.dataset, ipc, args.shots, backbone, args.protocol, seed,
                   args.precision, options, protocol_options, **speed)
              for seed in args.seed for method in args.method
@@ -143,7 +142,7 @@ def cmd_evaluate(args) -> None:
     data = load_dataset(syn.dataset, args.data_root)
     protocol = get_protocol(args.protocol, num_eval_runs=args.num_eval_runs, epochs=args.epochs)
     runs = evaluate(syn, data, protocol, args.backbone, args.seed, precision=args.precision,
-                    device=args.device, progress=not args.no_progress, workers=args.workers,
+                    device=args.device, progress=not args.no_progress,
                     compile_model=args.compile_model, batched_runs=args.batched_runs)
     accs = [r.test_acc for r in runs]
     mean = sum(accs) / len(accs)
@@ -272,9 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="override the protocol's runs")
         evaluation.add_argument("--epochs", type=int, help="override the protocol's epochs "
                                 "(rows become not comparable)")
-        evaluation.add_argument("--workers", type=int, default=1,
-                                help="train this many evaluation runs at once in worker "
-                                "processes, sharing the threads (default 1); recorded per row")
         evaluation.add_argument("--compile", dest="compile_model", action="store_true",
                                 help="train through torch.compile (faster on CPU after a "
                                 "compile of up to a minute); recorded per row")

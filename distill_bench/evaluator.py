@@ -26,13 +26,6 @@ the result:
   divided by the number of runs. It removes per-run Python and kernel-launch overhead, which
   is what limits a GPU at small ``ipc``; on CPU the grouped convolutions it turns into were
   slower than one network at a time.
-- ``workers=N``: train the runs in ``N`` worker processes at once, the machine's threads
-  shared among them (spawned with ``torch.multiprocessing``; the synthetic set and test
-  images travel through shared memory). A small ``ipc`` keeps few threads busy, so two
-  one-thread networks finish sooner than two two-thread networks in turn. Each run's seeds
-  are its own, so results are those of ``workers=1`` up to the summation order of fewer
-  threads; rows record the value. ``seconds`` of a run is its own wall time, overlapping
-  with the others'.
 - ``compile_model=True``: train through ``torch.compile`` (one compiled network per
   evaluation, reused by its runs; the first call of each batch shape compiles, which takes
   seconds to a minute and needs a C++ compiler on CPU). On CPU at ipc 1 it took a ConvNet-3
@@ -50,7 +43,6 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -138,8 +130,7 @@ def run_seed(seed: int, run: int) -> int:
 def evaluate(syn: SyntheticSet, data: RealDataset, protocol: Protocol, backbone: str = "convnet",
              seed: int = 0, runs: list[int] | None = None, precision: str = "fp32",
              device: str = "cpu", progress: bool = True, on_run=None,
-             batched_runs: bool = False, compile_model: bool = False,
-             workers: int = 1) -> list[EvalRun]:
+             batched_runs: bool = False, compile_model: bool = False) -> list[EvalRun]:
     """Train ``protocol.num_eval_runs`` fresh networks on ``syn``; test each on ``data``.
 
     Args:
@@ -149,79 +140,25 @@ def evaluate(syn: SyntheticSet, data: RealDataset, protocol: Protocol, backbone:
             docstring); changes numerics slightly, so record it with the results.
         compile_model: train through ``torch.compile`` (see the module docstring); changes
             numerics slightly, so record it with the results.
-        workers: train this many runs at once in worker processes (see the module
-            docstring); results come back in the order the runs finish.
     """
     if syn.dataset != data.name:
         raise ValueError(f"synthetic set is for dataset {syn.dataset!r}, not {data.name!r}")
     if batched_runs and compile_model:
         raise ValueError("batched_runs=True with compile_model=True is not supported; "
                          "choose one (batched_runs for a GPU, compile_model for a CPU)")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r}: give a positive integer (1 trains the runs "
-                         f"one after another in this process)")
-    if batched_runs and workers > 1:
-        raise ValueError("batched_runs=True with workers > 1 is not supported; choose one")
     runs = list(range(protocol.num_eval_runs)) if runs is None else runs
-    job_args = dict(syn=syn, data=data, protocol=protocol, backbone=backbone, seed=seed,
-                    precision=precision, device=device, progress=progress,
-                    compile_model=compile_model)
+    job = _Job(syn, data, protocol, backbone, seed, precision, device, progress,
+               compile_model)
     groups = ([runs] if runs else []) if batched_runs else [[run] for run in runs]
-    if workers > 1 and len(groups) > 1:
-        finished = _train_in_workers(job_args, groups, workers, progress)
-    else:
-        job = _Job(**job_args)
-        finished = (result for group in groups for result in job.train_and_test(group))
     results = []
-    for result in finished:
-        logger.info("eval run %d: test acc %.2f%%  final loss %.4f  %.0f s", result.run,
-                    result.test_acc, result.train_loss, result.seconds)
-        results.append(result)
-        if on_run is not None:
-            on_run(result)
-    return sorted(results, key=lambda r: r.run)
-
-
-# the job of a worker process (set by _start_worker, one per process)
-_WORKER_JOB: "_Job | None" = None
-
-
-def _start_worker(job_args: dict, threads: int) -> None:
-    global _WORKER_JOB
-    torch.set_num_threads(threads)
-    _WORKER_JOB = _Job(**job_args)
-
-
-def _worker_train(group: list[int]) -> list[EvalRun]:
-    assert _WORKER_JOB is not None, "worker used before _start_worker"
-    return _WORKER_JOB.train_and_test(group)
-
-
-def _train_in_workers(job_args: dict, groups: list[list[int]], workers: int,
-                      progress: bool) -> Iterator[EvalRun]:
-    """Train ``groups`` in ``workers`` spawned processes; yield runs as they finish."""
-    workers = min(workers, len(groups))
-    threads = max(1, torch.get_num_threads() // workers)
-    data = job_args["data"]  # workers test; they never need the training split
-    job_args = dict(job_args, progress=False, data=dataclasses.replace(
-        data, train_images=data.train_images[:1].clone(),
-        train_labels=data.train_labels[:1].clone()))
-    logger.info("training %d runs in %d worker processes, %d thread(s) each",
-                sum(map(len, groups)), workers, threads)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=sum(map(len, groups)), desc=f"eval runs ({workers} workers)",
-                   leave=False, unit="run")
-    context = torch.multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_start_worker,
-                      initargs=(job_args, threads)) as pool:
-        for finished in pool.imap_unordered(_worker_train, groups):
-            if bar is not None:
-                bar.update(len(finished))
-            yield from finished
-    if bar is not None:
-        bar.close()
+    for group in groups:
+        for result in job.train_and_test(group):
+            logger.info("eval run %d: test acc %.2f%%  final loss %.4f  %.0f s", result.run,
+                        result.test_acc, result.train_loss, result.seconds)
+            results.append(result)
+            if on_run is not None:
+                on_run(result)
+    return results
 
 
 class _Job:

@@ -41,14 +41,12 @@ class Cell:
     protocol_options: dict = field(default_factory=dict)
     # how the evaluator runs (``evaluate``'s speed options): recorded in every row, not
     # part of the run key, as they change results only by floating-point summation order
-    workers: int = 1
     compile_model: bool = False
     batched_runs: bool = False
 
     @property
     def speed_options(self) -> dict:
-        return {"workers": self.workers, "compile_model": self.compile_model,
-                "batched_runs": self.batched_runs}
+        return {"compile_model": self.compile_model, "batched_runs": self.batched_runs}
 
     def __post_init__(self):
         self.shots = parse_shots(self.shots)

@@ -174,11 +174,17 @@ def test_evaluate_defaults_are_the_documented_ones():
 
 def test_impossible_shots_fail_before_any_data_is_read(tmp_path, monkeypatch, capsys):
     """random at ipc 10 from shots 5 cannot work: say so at once, naming the values."""
+    from distill_bench.method import create_method
+
+    assert create_method("dm", init="noise").needs_real == "some"  # noise needs one
+    with pytest.raises(ValueError, match="shots=0 gives none"):
+        create_method("dm", init="noise").check_cell(10, 0)
+    create_method("dm", init="noise").check_cell(10, 1)
     def no_data(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the budget was checked")
     monkeypatch.setattr("distill_bench.data.load_dataset", no_data)
     for method, shots, expected in (("random", "5", "shots=5 allows 5; use shots >= 10"),
-                                    ("dm", "0", "shots=0 gives none")):
+                                    ("dm", "0", "shots=0 allows 0; use shots >= 10")):
         assert main(["run", "--method", method, "--ipc", "10", "--shots", shots,
                      "--results-dir", str(tmp_path)]) == 2
         assert expected in capsys.readouterr().err

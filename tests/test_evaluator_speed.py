@@ -178,28 +178,6 @@ def test_batched_runs_give_the_sequential_accuracies(toy):
     assert resumed[0].train_loss == one_by_one[2].train_loss  # one run: the plain path
 
 
-def test_worker_processes_give_the_in_process_results(toy):
-    """Runs trained in spawned workers keep their own seeds: same results, in run order."""
-    protocol = get_protocol("dc", epochs=6, num_eval_runs=3, augment="dsa", batch_size=8)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers' thread count: identical summation order
-    try:
-        alone = evaluate(_syn(toy), toy, protocol, seed=3, progress=False)
-        seen = []
-        parallel = evaluate(_syn(toy), toy, protocol, seed=3, progress=False, workers=2,
-                            on_run=seen.append)
-    finally:
-        torch.set_num_threads(threads)
-    assert [r.run for r in parallel] == [0, 1, 2]
-    assert sorted(r.run for r in seen) == [0, 1, 2]
-    for a, b in zip(alone, parallel):
-        assert (b.test_acc, b.train_loss) == (a.test_acc, a.train_loss)
-    with pytest.raises(ValueError, match="workers=0"):
-        evaluate(_syn(toy), toy, protocol, progress=False, workers=0)
-    with pytest.raises(ValueError, match="batched_runs=True with workers"):
-        evaluate(_syn(toy), toy, protocol, progress=False, workers=2, batched_runs=True)
-
-
 def _benchmark_module():
     name = "benchmark_evaluator"
     if name not in sys.modules:  # dataclasses look their module up while being built
@@ -219,14 +197,12 @@ def test_benchmark_flop_count_and_variants():
     assert bench.training_flops(model, (3, 32, 32)) == pytest.approx(expected)
     assert bench.Variant.parse("bf16+batched") == bench.Variant("bf16+batched", "bf16", True)
     assert bench.Variant.parse("fp32+compile").options == {
-        "precision": "fp32", "batched_runs": False, "compile_model": True, "workers": 1}
-    assert bench.Variant.parse("bf16+compile+workers3").workers == 3
-    assert bench.Variant.parse("bf16+workers").workers == bench.usable_cpus()
-    for wrong in ("fp16", "bf16+workersx", "bf16+fast"):
+        "precision": "fp32", "batched_runs": False, "compile_model": True}
+    for wrong in ("fp16", "bf16+fast"):
         with pytest.raises(ValueError, match=re.escape(f"variant '{wrong}' is not known")):
             bench.Variant.parse(wrong)
-    with pytest.raises(ValueError, match="combines with neither"):
-        bench.Variant.parse("bf16+batched+workers2")
+    with pytest.raises(ValueError, match="do not combine"):
+        bench.Variant.parse("bf16+batched+compile")
     assert bench.default_epochs(1) == 500 and bench.default_epochs(50) == 20
 
 

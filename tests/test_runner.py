@@ -77,8 +77,7 @@ def _check_rows(rows, cell, data, store_dir):
             assert key in row and row[key] is not None, key
         assert row["method"] == cell.method and row["dataset"] == cell.dataset
         assert row["ipc"] == cell.ipc and row["shots"] == "all" and row["protocol"] == "quick"
-        assert row["eval_options"] == {"workers": 1, "compile_model": False,
-                                       "batched_runs": False}
+        assert row["eval_options"] == {"compile_model": False, "batched_runs": False}
         assert row["data_checksum"] == data.checksum
         assert row["comparable"] is False  # quick, and cut epochs
         assert row["protocol_config"]["epochs"] == cell.protocol_options["epochs"]
