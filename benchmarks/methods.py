@@ -14,8 +14,8 @@ with ``--short + --extra``, in fresh temporary folders (no checkpoint is reused)
 With ``--profile`` the longer run of each method also goes through ``torch.profiler`` and
 the operators with the most CPU time are printed: where an iteration's time goes.
 
-MTT's experts are trained on the shots subset once per ``ipc`` (1 expert, in a temporary
-cache) by an untimed first run; DeepKKT needs the committed teacher (``results/teachers``, or
+An untimed one-iteration run comes first (it loads the teacher and trains MTT's experts: 1
+expert on the shots subset, in a temporary cache); DeepKKT needs the committed teacher (``results/teachers``, or
 ``$DISTILL_BENCH_TEACHERS``).
 
 Usage (from the repository root, no installation needed):
@@ -113,10 +113,9 @@ def default_iterations(name: str, ipc: int) -> int | None:
 def time_method(name: str, ipc: int, shots: int, data, args: argparse.Namespace) -> Timing:
     real = real_subset(data, shots, seed=0)
     options = dict(SMALL.get(name, {}))
-    if name == "mtt":  # train (and cache) the experts outside the timed runs
-        seconds = distill_seconds(name, {**options, "iterations": 1}, real, ipc, data,
-                                  args.device)
-        print(f"#   mtt ipc {ipc}: experts and 1 iteration in {seconds:.1f} s", flush=True)
+    # untimed warm-up: loads the teacher, trains and caches MTT's experts, fills caches
+    seconds = distill_seconds(name, {**options, "iterations": 1}, real, ipc, data, args.device)
+    print(f"#   {name} ipc {ipc}: warm-up (1 iteration) in {seconds:.1f} s", flush=True)
     times = []
     for i, count in enumerate((args.short, args.short + args.extra)):
         seconds = distill_seconds(name, {**options, "iterations": count}, real, ipc, data,
@@ -148,7 +147,7 @@ def parse_args(argv=None):
     p.add_argument("--ipc", default="1,10", help="comma-separated ipc values")
     p.add_argument("--shots", type=int, default=10, help="real images per class (>= ipc)")
     p.add_argument("--short", type=int, default=1, help="iterations of the first run")
-    p.add_argument("--extra", type=int, default=3, help="more iterations in the second")
+    p.add_argument("--extra", type=int, default=10, help="more iterations in the second")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     p.add_argument("--profile", action="store_true", help="print the top operators")
