@@ -255,7 +255,7 @@ def test_benchmark_ratios_and_report():
 def _methods_benchmark():
     name = "benchmark_methods"
     if name not in sys.modules:
-        path = BENCHMARK.with_name("methods.py")
+        path = BENCHMARK.with_name("method_speed.py")
         spec = importlib.util.spec_from_file_location(name, path)
         sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[name])
@@ -269,7 +269,8 @@ def test_methods_benchmark_times_iterations(toy):
     timing = bench.time_method("dm", 1, 2, toy, args)
     assert timing.per_iteration > 0 and timing.budget_iterations == 20000
     assert timing.budget_hours == pytest.approx(20000 * timing.per_iteration / 3600)
-    text = bench.report([timing], {"command": "methods.py", "dataset": toy.name})
+    text = bench.report([timing], {"command": "method_speed.py", "dataset": toy.name})
     assert "| dm | 1 | 2 |" in text
+    assert bench.default_iterations("mtt", 1) == 500  # the cpu preset's
     with pytest.raises(SystemExit):
         bench.parse_args(["--ipc", "10", "--shots", "5"])

@@ -19,8 +19,8 @@ expert on the shots subset, in a temporary cache); DeepKKT needs the committed t
 ``$DISTILL_BENCH_TEACHERS``).
 
 Usage (from the repository root, no installation needed):
-    python benchmarks/methods.py --output benchmarks/methods-cpu.md
-    python benchmarks/methods.py --methods dm,dc --ipc 1 --shots 1 --extra 5
+    python benchmarks/method_speed.py --output benchmarks/method-speed-cpu.md
+    python benchmarks/method_speed.py --methods dm,dc --ipc 1 --shots 1 --extra 5
 """
 from __future__ import annotations
 
@@ -98,11 +98,10 @@ def distill_seconds(name: str, options: dict, real, ipc: int, data, device: str,
 
 
 def default_iterations(name: str, ipc: int) -> int | None:
-    """Iterations of the method's default config (resolved for ``ipc`` where it depends)."""
+    """Iterations of the method's default config (MTT's come from its preset)."""
     method = create_method(name)
-    budget = method.budget()
-    if "iterations" in budget:
-        return budget["iterations"]
+    if method.budget().get("iterations"):
+        return method.budget()["iterations"]
     config = method.config
     if name == "mtt":
         from baselines.mtt import PRESETS
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("DISTILL_BENCH_TEACHERS", str(REPO / "results" / "teachers"))
     data = load_dataset(args.dataset, args.data_root)
-    info = {"command": " ".join(["methods.py", *(argv if argv is not None else sys.argv[1:])]),
+    info = {"command": " ".join(["method_speed.py", *(argv if argv is not None else sys.argv[1:])]),
             "cpu": hardware(args.device).get("cpu"), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "device": args.device,
             "dataset": args.dataset, "git": git_revision(), "load_average_start": [round(x, 2) for x in os.getloadavg()]}
