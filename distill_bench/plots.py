@@ -151,6 +151,9 @@ def _pool(group: pd.DataFrame) -> pd.Series:
                       "n_runs": n})
 
 
+_STABLE_METADATA = {"svg": {"Date": None}, "png": {"Software": None}}
+
+
 def _save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     if stem.suffix.lstrip(".") in FIGURE_FORMATS:
@@ -158,8 +161,10 @@ def _save(fig, stem: Path) -> list[Path]:
     paths = []
     for fmt in FIGURE_FORMATS:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        with plt.rc_context({"svg.fonttype": "none"}):  # SVG text stays searchable text
-            fig.savefig(path, dpi=150)
+        # SVG text stays searchable text; no date and fixed ids, so that regenerating an
+        # unchanged figure leaves the file byte-identical
+        with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "distill_bench"}):
+            fig.savefig(path, dpi=150, metadata=_STABLE_METADATA.get(fmt))
         paths.append(path)
     return paths
 

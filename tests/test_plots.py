@@ -55,6 +55,15 @@ def test_plot_accuracy_writes_png_and_svg_with_references(tmp_path):
     assert "whole training set" not in no_whole[1].read_text()
 
 
+def test_regenerated_figures_are_byte_identical(tmp_path):
+    """leaderboard --write must not churn committed figures whose data did not change."""
+    first = [p.read_bytes() for p in plot_accuracy(grid_rows(), "cifar10-jpeg75",
+                                                   tmp_path / "a")]
+    again = [p.read_bytes() for p in plot_accuracy(grid_rows(), "cifar10-jpeg75",
+                                                   tmp_path / "a")]
+    assert first == again
+
+
 def test_plot_of_a_non_comparable_protocol_says_so(tmp_path):
     rows = make_rows("random", [10.0, 12.0], protocol="quick", comparable=False)
     svg = plot_accuracy(rows, "cifar10-jpeg75", tmp_path / "q")[1].read_text()
