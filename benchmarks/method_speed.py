@@ -15,8 +15,8 @@ With ``--profile`` the longer run of each method also goes through ``torch.profi
 the operators with the most CPU time are printed: where an iteration's time goes.
 
 An untimed one-iteration run comes first (it loads the teacher and trains MTT's experts: 1
-expert on the shots subset, in a temporary cache); DeepKKT needs the committed teacher (``results/teachers``, or
-``$DISTILL_BENCH_TEACHERS``).
+expert on the shots subset, in a temporary cache). DeepKKT needs the committed teacher
+(``results/teachers``, or ``$DISTILL_BENCH_TEACHERS``).
 
 Usage (from the repository root, no installation needed):
     python benchmarks/method_speed.py --output benchmarks/method-speed-cpu.md
@@ -172,7 +172,8 @@ def main(argv=None) -> int:
     info = {"command": " ".join(["method_speed.py", *(argv if argv is not None else sys.argv[1:])]),
             "cpu": hardware(args.device).get("cpu"), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "device": args.device,
-            "dataset": args.dataset, "git": git_revision(), "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+            "dataset": args.dataset, "git": git_revision(),
+            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     rows = []
     # the data is loaded: a temporary cache now only receives MTT's experts
     with tempfile.TemporaryDirectory(prefix="distill-bench-experts-") as cache:

@@ -8,8 +8,8 @@ not here.
 from __future__ import annotations
 
 import copy
-import re
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -178,13 +178,18 @@ def test_batched_runs_give_the_sequential_accuracies(toy):
     assert resumed[0].train_loss == one_by_one[2].train_loss  # one run: the plain path
 
 
-def _benchmark_module():
-    name = "benchmark_evaluator"
+def _load_benchmark(filename: str):
+    """A script of benchmarks/ as a module (they are not a package)."""
+    name = "benchmark_" + Path(filename).stem
     if name not in sys.modules:  # dataclasses look their module up while being built
-        spec = importlib.util.spec_from_file_location(name, BENCHMARK)
+        spec = importlib.util.spec_from_file_location(name, BENCHMARK.with_name(filename))
         sys.modules[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[name])
     return sys.modules[name]
+
+
+def _benchmark_module():
+    return _load_benchmark("evaluator.py")
 
 
 def test_benchmark_flop_count_and_variants():
@@ -252,19 +257,9 @@ def test_benchmark_ratios_and_report():
     assert "within one standard deviation" in text and "NOT" not in text
 
 
-def _methods_benchmark():
-    name = "benchmark_methods"
-    if name not in sys.modules:
-        path = BENCHMARK.with_name("method_speed.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
 def test_methods_benchmark_times_iterations(toy):
     """Two short distillations give a per-iteration time and a projected budget."""
-    bench = _methods_benchmark()
+    bench = _load_benchmark("method_speed.py")
     args = bench.parse_args(["--methods", "dm", "--ipc", "1", "--shots", "2", "--extra", "2"])
     timing = bench.time_method("dm", 1, 2, toy, args)
     assert timing.per_iteration > 0 and timing.budget_iterations == 20000
