@@ -98,14 +98,11 @@ def distill_seconds(name: str, options: dict, real, ipc: int, data, device: str,
 
 
 def default_iterations(name: str, ipc: int) -> int | None:
-    """Iterations of the method's default config (MTT's come from its preset)."""
-    method = create_method(name)
-    if method.budget().get("iterations"):
-        return method.budget()["iterations"]
-    config = method.config
-    if name == "mtt":
-        from baselines.mtt import PRESETS
-        return config.iterations or PRESETS[config.preset]["iterations"]
+    """Iterations of the method's default config at ``ipc`` (a config with unset fields,
+    as MTT's, fills them through its ``resolve``)."""
+    config = create_method(name).config
+    if hasattr(config, "resolve"):
+        config = config.resolve(ipc)
     return getattr(config, "iterations", None)
 
 

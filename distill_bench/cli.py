@@ -220,15 +220,15 @@ def cmd_teacher(args) -> None:
 
 
 def cmd_deepkkt(args) -> None:
+    from distill_bench.config import coerce_options, set_options
     from distill_bench.data import load_dataset
     from methods.deepkkt import generate
 
-    data = load_dataset(args.dataset, args.data_root)
-    from distill_bench.config import coerce_options, set_options
-
+    # options first: a typo in --set fails before the dataset is read
     options = coerce_options(generate.DeepKKTConfig, set_options(args.set))
     cfg = generate.config_with(iterations=args.iterations, teacher_epochs=args.teacher_epochs,
                                **options)
+    data = load_dataset(args.dataset, args.data_root)
     out = Path(args.output)
     if args.action == "generate":
         a, b = (_csv(args.classes) + [None])[:2]

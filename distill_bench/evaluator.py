@@ -178,8 +178,8 @@ class _Job:
         self.lr = syn.eval_lr if learned else protocol.lr
         self.augment = None
         if protocol.augment == "dsa" and syn.eval_augment != "none":
-            dsa = DSA(DSAConfig(strategy=default_strategy(data.channels)))
-            self.augment = lambda x, g: dsa(x, g)  # noqa: E731  (per-image draws)
+            # called as augment(x, generator): per-image draws
+            self.augment = DSA(DSAConfig(strategy=default_strategy(data.channels)))
         elif protocol.augment not in ("dsa", "none"):
             raise ValueError(f"protocol augment={protocol.augment!r}; choose dsa or none")
         self.decay_epoch = int(protocol.epochs * protocol.lr_decay_at)

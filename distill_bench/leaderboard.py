@@ -419,6 +419,10 @@ def write_leaderboard_files(results_dir: str | os.PathLike | None = None,
                 logger.warning("no accuracy plot for %s: %s", dataset, err)
         written += pictures
     pngs = [p for p in pictures if p.suffix == ".png"]
+    if not plots:  # keep linking the figures an earlier --write drew
+        datasets = sorted({r["dataset"] for r in rows})
+        pngs = [f for f in (store.dir / "plots" / f"{d}-accuracy.png" for d in datasets)
+                if f.exists()]
     written.append(_write(store.dir / "README.md", readme_text(rows, pngs, store.dir)))
     return written
 

@@ -257,15 +257,30 @@ def test_benchmark_ratios_and_report():
     assert "within one standard deviation" in text and "NOT" not in text
 
 
-def test_methods_benchmark_times_iterations(toy):
-    """Two short distillations give a per-iteration time and a projected budget."""
+def test_methods_benchmark_times_iterations(toy, monkeypatch):
+    """Per-iteration time is the difference of two runs over the extra iterations; the
+    set-up is what remains of the short run. Timings are faked: tests never time."""
     bench = _load_benchmark("method_speed.py")
-    args = bench.parse_args(["--methods", "dm", "--ipc", "1", "--shots", "2", "--extra", "2"])
+    real_run = bench.distill_seconds(  # the real path runs end to end on toy data
+        "dm", {"iterations": 1, "checkpoint_every": 0}, bench.real_subset(toy, 2, seed=0),
+        1, toy, "cpu")
+    assert real_run > 0
+    calls = []
+
+    def fake(name, options, real, ipc, data, device, profile=False):
+        calls.append(options["iterations"])
+        return 5.0 + 0.5 * options["iterations"]  # 5 s of set-up, 0.5 s per iteration
+    monkeypatch.setattr(bench, "distill_seconds", fake)
+    args = bench.parse_args(["--methods", "dm", "--ipc", "1", "--shots", "2", "--extra", "4"])
     timing = bench.time_method("dm", 1, 2, toy, args)
-    assert timing.per_iteration > 0 and timing.budget_iterations == 20000
-    assert timing.budget_hours == pytest.approx(20000 * timing.per_iteration / 3600)
+    assert calls == [1, 1, 5]  # warm-up, short, short + extra
+    assert timing.per_iteration == pytest.approx(0.5) and timing.setup == pytest.approx(5.0)
+    assert timing.budget_iterations == 20000
+    assert timing.budget_hours == pytest.approx(20000 * 0.5 / 3600)
     text = bench.report([timing], {"command": "method_speed.py", "dataset": toy.name})
-    assert "| dm | 1 | 2 |" in text
+    assert "| dm | 1 | 2 | 0.500 | 5.0 | 20000 | 2.78 |" in text
     assert bench.default_iterations("mtt", 1) == 500  # the cpu preset's
+    assert bench.default_iterations("dm", 10) == 20000
+    assert bench.default_iterations("dc", 1) == 1000
     with pytest.raises(SystemExit):
         bench.parse_args(["--ipc", "10", "--shots", "5"])

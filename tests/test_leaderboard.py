@@ -182,6 +182,9 @@ def test_write_leaderboard_files(tmp_path):
     for flag in FLAGS:
         assert f"`{flag}`" in readme
     assert "BatchNorm" in readme
+    # a later write without plots (as `run` does) keeps linking the drawn figure
+    write_leaderboard_files(store.dir, plots=False)
+    assert "(plots/cifar10-jpeg75-accuracy.png)" in (store.dir / "README.md").read_text()
 
 
 def test_cli_leaderboard_filters_sort_formats_and_write(tmp_path, capsys):
