@@ -12,7 +12,12 @@ minimised by one SGD step (lr_img 1, momentum 0.5) on the images per iteration, 
 initialisation, for 20,000 iterations.
 
 BatchNorm backbones embed all classes in one batch (real and synthetic separately), as the
-reference does, so the batch statistics are not those of a single class.
+reference does, so the batch statistics are not those of a single class. Backbones without
+BatchNorm embed each image on its own, so the loss does not depend on how images are
+batched: the reference embeds class by class; we embed all classes in one forward while the
+synthetic graph is small (``JOINT_MAX_SYN`` images), which on a CPU avoids the slow path
+PyTorch takes for convolutions of a batch of one (one shot, ipc 1), and class by class
+beyond that to bound memory. Real images are embedded without a graph, in chunks.
 """
 from __future__ import annotations
 
@@ -22,6 +27,10 @@ import torch
 
 from baselines.matching import MatchingConfig, MatchingMethod, MatchingRun, has_batchnorm
 from distill_bench.method import register_method
+
+
+JOINT_MAX_SYN = 1000   # synthetic images up to which all classes share one forward
+REAL_CHUNK = 1024      # real images per gradient-free forward
 
 
 @dataclass
@@ -48,7 +57,7 @@ class DM(MatchingMethod):
         batches = [self._class_batches(run, c) for c in range(run.num_classes)]
 
         run.optimizer.zero_grad(set_to_none=True)
-        if has_batchnorm(net):
+        if has_batchnorm(net) or run.syn_images.shape[0] <= JOINT_MAX_SYN:
             loss = self._joint_loss(net, batches)
             loss.backward(inputs=[run.syn_images])
             total = loss.item()
@@ -73,8 +82,10 @@ class DM(MatchingMethod):
         """Sum over classes of the squared distance of mean embeddings (eq. 5)."""
         reals = torch.cat([r for r, _ in batches])
         syns = torch.cat([s for _, s in batches])
-        with torch.no_grad():
-            emb_real = net.embed(reals)                       # (sum n_real, D)
+        # BatchNorm needs the whole real batch at once for its statistics
+        chunk = len(reals) if has_batchnorm(net) else REAL_CHUNK
+        with torch.no_grad():                                 # (sum n_real, D)
+            emb_real = torch.cat([net.embed(r) for r in reals.split(chunk)])
         emb_syn = net.embed(syns)                             # (sum n_syn, D)
         real_means = [e.mean(0) for e in emb_real.split([len(r) for r, _ in batches])]
         syn_means = [e.mean(0) for e in emb_syn.split([len(s) for _, s in batches])]

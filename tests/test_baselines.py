@@ -195,6 +195,18 @@ def test_a_longer_run_continues_a_finished_shorter_one(real, tmp_path):
     assert torch.equal(other.syn_images, fresh.syn_images)
 
 
+def test_dm_joint_forward_matches_class_by_class(real, tmp_path, monkeypatch):
+    """Instance-norm embeddings are per image: batching classes together changes nothing."""
+    import baselines.dm as dm
+    _, start = distill("dm", real, tmp_path / "start", iterations=0)
+    _, joint = distill("dm", real, tmp_path / "joint", iterations=3, batch_real=2)
+    monkeypatch.setattr(dm, "JOINT_MAX_SYN", 0)   # every class in its own forward
+    monkeypatch.setattr(dm, "REAL_CHUNK", 1)      # and real images one at a time
+    _, per_class = distill("dm", real, tmp_path / "per_class", iterations=3, batch_real=2)
+    assert not torch.allclose(joint.syn_images, start.syn_images)
+    torch.testing.assert_close(joint.syn_images, per_class.syn_images, rtol=1e-4, atol=1e-5)
+
+
 # --- BatchNorm ------------------------------------------------------------------------------
 
 def test_freeze_batchnorm_uses_the_real_batch_statistics():
