@@ -132,6 +132,7 @@ class MatchingMethod(DistillationMethod):
     """
     Config = MatchingConfig
     PAPER_BUDGET: ClassVar[dict] = {}
+    extendable = ("iterations", "checkpoint_every")  # no schedule depends on the total
 
     @property
     def needs_real(self) -> str:  # real initialisation picks ipc real images per class
@@ -220,7 +221,7 @@ class MatchingMethod(DistillationMethod):
 
     def _checkpoint_key(self, real: RealSubset, ipc: int, seed: int) -> str:
         cfg = dataclasses.asdict(self.config)
-        for name in ("iterations", "checkpoint_every"):
+        for name in self.extendable:
             cfg.pop(name)
         return config_hash({"method": self.name, "config": cfg, "ipc": ipc, "seed": seed,
                             "shots": real.shots, "data": real.data_checksum,

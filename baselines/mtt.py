@@ -299,6 +299,7 @@ def init_images(real: RealSubset, ipc: int, init: str,
 class MTT(DistillationMethod):
     """Matching training trajectories (Cazenavette et al., CVPR 2022)."""
     Config = MTTConfig
+    extendable = ("iterations", "checkpoint_every")  # no schedule depends on the total
 
     @property
     def needs_real(self) -> str:  # real initialisation picks ipc real images per class
@@ -352,12 +353,17 @@ class MTT(DistillationMethod):
         batch_syn = cfg.batch_syn or images.shape[0]
 
         # resume
-        key = config_hash({"config": cfg.to_dict(), "ipc": ipc, "seed": seed,
+        fixed = {k: v for k, v in cfg.to_dict().items() if k not in self.extendable}
+        key = config_hash({"config": fixed, "ipc": ipc, "seed": seed,
                            "data_checksum": real.data_checksum,
                            "indices": digest(real.indices)})
         ckpt = Checkpoint(context.workdir / "mtt.pt", cfg.checkpoint_every, key)
         state = ckpt.load()
         done, losses, saved_at = 0, [], None
+        if state is not None and state["iteration"] > cfg.iterations:
+            logger.warning("mtt: checkpoint %s is at iteration %d, past iterations=%d; "
+                           "starting afresh", ckpt.path, state["iteration"], cfg.iterations)
+            state = None
         if state is not None:
             with torch.no_grad():
                 images.copy_(state["syn_images"])

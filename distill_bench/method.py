@@ -117,6 +117,10 @@ class DistillationMethod:
     # real images per class the method needs: "none" (works from shots=0), "some" (at
     # least one), or "ipc" (at least ipc: it picks real images); checked before data loads
     needs_real: ClassVar[str] = "none"
+    # config fields a longer run may raise and continue from a shorter run's saved state
+    # (e.g. "iterations"); the runner's work folder ignores them, so the same command with a
+    # bigger budget resumes where the smaller one stopped instead of starting afresh
+    extendable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any):
         if config is None:

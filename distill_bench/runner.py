@@ -68,6 +68,15 @@ def set_name(cell: Cell, method: DistillationMethod, data: RealDataset) -> str:
     return f"{cell.method}-{cell.dataset}-ipc{cell.ipc}-shots{cell.shots}-s{cell.seed}-{key}"
 
 
+def work_name(cell: Cell, method: DistillationMethod, data: RealDataset) -> str:
+    """Folder of a cell's resumable state: ``set_name`` without the extendable fields."""
+    config = {k: v for k, v in method.config.to_dict().items()
+              if k not in method.extendable}
+    key = config_hash({"config": config, "checksum": data.checksum, "ipc": cell.ipc,
+                       "shots": cell.shots, "seed": cell.seed})
+    return f"{cell.method}-{cell.dataset}-ipc{cell.ipc}-shots{cell.shots}-s{cell.seed}-w{key}"
+
+
 def distill_cell(cell: Cell, method: DistillationMethod, data: RealDataset,
                  results_dir: Path, device: str = "cpu",
                  progress: bool = True) -> tuple[SyntheticSet, Path]:
@@ -78,7 +87,7 @@ def distill_cell(cell: Cell, method: DistillationMethod, data: RealDataset,
         logger.info("reusing synthetic set %s", path)
         return SyntheticSet.load(path), path
     real = real_subset(data, cell.shots, cell.seed)
-    workdir = results_dir / "work" / name
+    workdir = results_dir / "work" / work_name(cell, method, data)
     workdir.mkdir(parents=True, exist_ok=True)
     context = RunContext(torch.device(device), workdir, teacher_data=lambda: data,
                          artifacts_dir=results_dir / "artifacts" / name, progress=progress)

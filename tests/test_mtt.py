@@ -8,7 +8,6 @@ import baselines.mtt as mtt_module
 from baselines.experts import ExpertRecipe, train_expert
 from baselines.mtt import MTT, MTTConfig, init_images, table_ipc
 from distill_bench.budget import real_subset
-from distill_bench.data import load_dataset
 from distill_bench.data.datasets import CACHE_ENV
 from distill_bench.method import RunContext
 from distill_bench.zca import whiten
@@ -16,14 +15,6 @@ from distill_bench.zca import whiten
 # 2 experts x 3 epochs, a few iterations of 3 student steps, a narrow ConvNet
 TINY = dict(num_experts=2, train_epochs=3, iterations=4, syn_steps=3, width=16,
             checkpoint_every=1)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    try:
-        return load_dataset("mnist")
-    except FileNotFoundError as err:
-        pytest.skip(f"MNIST not available: {err}")
 
 
 @pytest.fixture
@@ -84,6 +75,18 @@ def test_resume_equals_uninterrupted(real, tmp_path, monkeypatch):
 
     assert torch.equal(resumed.syn_images, whole.syn_images)
     assert resumed.eval_lr == whole.eval_lr
+
+
+def test_a_longer_run_continues_a_finished_shorter_one(real, tmp_path):
+    whole = MTT(**TINY).distill(real, 1, 0, _context(tmp_path / "whole"))
+    MTT(**{**TINY, "iterations": 2}).distill(real, 1, 0, _context(tmp_path / "grow"))
+    grown = MTT(**TINY).distill(real, 1, 0, _context(tmp_path / "grow"))
+    assert torch.equal(grown.syn_images, whole.syn_images)
+    assert grown.eval_lr == whole.eval_lr
+    # a state past the asked budget is not used: a shorter run starts afresh
+    short = MTT(**{**TINY, "iterations": 2}).distill(real, 1, 0, _context(tmp_path / "grow"))
+    fresh = MTT(**{**TINY, "iterations": 2}).distill(real, 1, 0, _context(tmp_path / "new"))
+    assert torch.equal(short.syn_images, fresh.syn_images)
 
 
 def test_expert_resume_and_fp16(real, tmp_path):

@@ -117,6 +117,18 @@ def test_random_on_cifar10_jpeg(small_cifar10_jpeg, sha256sums, tmp_path):
     assert syn.syn_images.shape == (10, 3, 32, 32) and syn.syn_labels.tolist() == list(range(10))
 
 
+def test_a_bigger_budget_resumes_in_the_work_folder_of_a_smaller_one(small_mnist):
+    cell = Cell("dm", "mnist", 1, shots=2)
+    short, longer = create_method("dm", iterations=2), create_method("dm", iterations=4)
+    assert runner.set_name(cell, short, small_mnist) != runner.set_name(cell, longer,
+                                                                        small_mnist)
+    assert runner.work_name(cell, short, small_mnist) == runner.work_name(cell, longer,
+                                                                          small_mnist)
+    other = create_method("dm", iterations=2, lr_img=0.5)  # not extendable: own folder
+    assert runner.work_name(cell, other, small_mnist) != runner.work_name(cell, short,
+                                                                          small_mnist)
+
+
 def test_resume_redoes_nothing_or_only_missing_runs(small_mnist, tmp_path, monkeypatch):
     cell = Cell("random", "mnist", 2, backbone="mlp", protocol="quick",
                 protocol_options={"epochs": 5, "num_eval_runs": 3})
