@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from distill_bench.published import published
 from distill_bench.results import CELL_KEYS, ResultStore, config_hash
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ COLUMNS = {
     "random": "random real subset of the same dataset, ipc, shots, backbone, protocol and "
               "precision: mean ± std",
     "gain": "acc minus random, in accuracy points (`ref` on the random rows themselves)",
+    "paper": "the published number for this cell (`distill_bench/published.py`; shown for "
+             "comparable protocols only): a reference from another recipe, not a target",
     "distill": "wall-clock time of the distillation on the machine of the rows (`-` for "
                "the random subset, which only draws images)",
     "flags": "warnings, explained below",
@@ -81,6 +84,9 @@ CSV_ONLY = {
     "eval_seconds": "mean wall-clock seconds of one evaluation run",
     "comparable": "False when the protocol is not comparable with published numbers",
     "paper_budget": "False when the method used less compute than its paper",
+    "paper_acc": "published mean accuracy of this cell (empty when no paper reports it)",
+    "paper_std": "published std (empty when the paper gives none)",
+    "paper_source": "the paper and table the published number comes from",
     "random_runs": "evaluation runs behind the random reference",
     "random_shots": "shots of the random rows used as the reference",
     "data_checksum": "SHA-256 of the dataset files the rows were computed on",
@@ -143,6 +149,7 @@ def build_leaderboard(rows: list[dict], sort: str | list[str] | None = None,
     frame = runs_frame(rows)
     board = _aggregate(frame)
     board = _add_random_reference(board, frame)
+    board = _add_published(board)
     board["flags"] = board.apply(_flags, axis=1)
     board = filter_board(board, **filters)
     board = sort_board(board, sort)
@@ -188,6 +195,16 @@ def _add_random_reference(board: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFr
     board["random_std"] = board["random_std"].astype(float)
     board["random_runs"] = pd.to_numeric(board["random_runs"]).astype("Int64")
     board["gain_over_random"] = board["acc_mean"] - board["random_acc"]
+    return board
+
+
+def _add_published(board: pd.DataFrame) -> pd.DataFrame:
+    """The paper's number for each comparable row (``distill_bench.published``)."""
+    found = [published(m, d, i, s) if ok else None for m, d, i, s, ok in zip(
+        board["method"], board["dataset"], board["ipc"], board["shots"], board["comparable"])]
+    board["paper_acc"] = [p.mean if p else float("nan") for p in found]
+    board["paper_std"] = [p.std if p and p.std is not None else float("nan") for p in found]
+    board["paper_source"] = [p.source if p else "" for p in found]
     return board
 
 
@@ -281,6 +298,7 @@ def display_frame(board: pd.DataFrame) -> pd.DataFrame:
         "random": [_pm(m, s) for m, s in zip(board["random_acc"], board["random_std"])],
         "gain": [_gain(g, m, other) for g, m, other in zip(
             board["gain_over_random"], board["method"], board["random_other_shots"])],
+        "paper": [_pm(m, s) for m, s in zip(board["paper_acc"], board["paper_std"])],
         "distill": board["distill_seconds"].map(_duration),
         "flags": board["flags"].map(lambda f: f.replace(",", ", ")),
     })

@@ -110,6 +110,23 @@ def test_flags_for_few_runs_budget_protocol_and_jpeg():
     assert set(FLAGS) >= set(",".join(board["flags"]).split(","))  # every flag explained
 
 
+def test_published_number_beside_comparable_rows_only():
+    rows = (make_rows("mtt", [40] * 5) + make_rows("dm", [20] * 5, ipc=10, shots=10)
+            + make_rows("dm", [20] * 5, ipc=10, shots=5)  # no paper has this cell
+            + make_rows("mtt", [30] * 5, dataset="mnist")
+            + make_rows("dc", [25] * 5, protocol="quick", comparable=False))
+    board = build_leaderboard(rows)
+    mtt = row_of(board, method="mtt", dataset="cifar10-jpeg75")
+    assert (mtt["paper_acc"], mtt["paper_std"]) == (46.3, 0.8)  # the JPEG copy reads CIFAR-10's
+    assert "CVPR 2022" in mtt["paper_source"]
+    assert row_of(board, method="dm", shots=10)["paper_acc"] == 29.77  # DeepKKT, Table 2
+    assert pd.isna(row_of(board, method="dm", shots=5)["paper_acc"])
+    assert pd.isna(row_of(board, method="mtt", dataset="mnist")["paper_acc"])
+    assert pd.isna(row_of(board, method="dc")["paper_acc"])        # quick: never compared
+    shown = export(board, "markdown")
+    assert "| paper |" in shown and "46.30 ± 0.80" in shown
+
+
 def test_filters_keep_the_reference_and_reject_unknown_keys():
     rows = make_rows("random", [20] * 5) + make_rows("dm", [26] * 5) + make_rows(
         "dm", [36] * 5, ipc=10)
