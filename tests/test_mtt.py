@@ -38,8 +38,8 @@ def test_end_to_end(real, tmp_path):
     assert torch.isfinite(syn.syn_images).all()
     start, _ = init_images(whiten(real), 1, "real", torch.Generator().manual_seed(0))
     assert (syn.syn_images - start).abs().max() > 1e-3
-    # ZCA is on at ipc 1 (table), so the evaluator will whiten test images too
-    assert syn.preprocessing.zca["transform"].shape == (784, 784)
+    # the table turns ZCA on at ipc 1, but 50 real images cannot fit a 784-value whitening
+    assert syn.preprocessing.zca is None and not method.budget()["paper_budget"]
 
     # experts: 2 files of 3 + 1 snapshots each
     experts = sorted((tmp_path / "cache" / "experts").glob("*/expert_*.pt"))
@@ -50,6 +50,16 @@ def test_end_to_end(real, tmp_path):
     budget = method.budget()
     assert budget["num_experts"] == 2 and budget["iterations"] == 4
     assert budget["syn_steps"] == 3 and budget["paper_budget"] is False
+
+
+def test_zca_from_a_full_rank_subset_only_unless_forced(real, tmp_path):
+    cfg = MTTConfig(**TINY)
+    assert cfg.resolve(1, num_real=50, pixels=784).zca is False   # rank 50 < 784
+    assert cfg.resolve(1, num_real=1000, pixels=784).zca is True  # the table's choice
+    assert MTTConfig(**TINY, zca_full_rank=False).resolve(1, 50, 784).zca is True
+    forced = MTT(**TINY, zca=True).distill(real, 1, 0, _context(tmp_path / "forced"))
+    # forced on: the evaluator will whiten test images with the same transform
+    assert forced.preprocessing.zca["transform"].shape == (784, 784)
 
 
 def test_resume_equals_uninterrupted(real, tmp_path, monkeypatch):
