@@ -184,14 +184,15 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(name, real, tm
     assert torch.equal(syn.syn_images, whole.syn_images)
 
 
-def test_a_longer_run_continues_a_finished_shorter_one(real, tmp_path):
-    _, whole = distill("dm", real, tmp_path / "whole", iterations=4)
-    distill("dm", real, tmp_path / "grow", iterations=2)
-    _, grown = distill("dm", real, tmp_path / "grow", iterations=4)
+@pytest.mark.parametrize("name", METHODS)
+def test_a_longer_run_continues_a_finished_shorter_one(name, real, tmp_path):
+    _, whole = distill(name, real, tmp_path / "whole", iterations=4)
+    distill(name, real, tmp_path / "grow", iterations=2)
+    _, grown = distill(name, real, tmp_path / "grow", iterations=4)
     assert torch.equal(grown.syn_images, whole.syn_images)
     # a changed setting never resumes from another configuration's state
-    _, other = distill("dm", real, tmp_path / "grow", iterations=4, lr_img=0.5)
-    _, fresh = distill("dm", real, tmp_path / "fresh", iterations=4, lr_img=0.5)
+    _, other = distill(name, real, tmp_path / "grow", iterations=4, lr_img=0.5)
+    _, fresh = distill(name, real, tmp_path / "fresh", iterations=4, lr_img=0.5)
     assert torch.equal(other.syn_images, fresh.syn_images)
 
 
