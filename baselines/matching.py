@@ -167,8 +167,8 @@ class MatchingMethod(DistillationMethod):
         _check_real(self.name, real)
         self._ipc = ipc
         run = self._start(real, ipc, seed, context.device)
-        ckpt = Checkpoint(context.workdir / f"{self.name}-state.pt", cfg.checkpoint_every,
-                          key=self._checkpoint_key(real, ipc, seed))
+        ckpt = context.checkpoint(f"{self.name}-state.pt", cfg.checkpoint_every,
+                                  key=self._checkpoint_key(real, ipc, seed))
         start, curve = self._resume(ckpt, run)
 
         steps = range(start, cfg.iterations)

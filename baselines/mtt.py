@@ -376,7 +376,7 @@ class MTT(DistillationMethod):
         key = config_hash({"config": fixed, "ipc": ipc, "seed": seed,
                            "data_checksum": real.data_checksum,
                            "indices": digest(real.indices)})
-        ckpt = Checkpoint(context.workdir / "mtt.pt", cfg.checkpoint_every, key)
+        ckpt = context.checkpoint("mtt.pt", cfg.checkpoint_every, key)
         state = ckpt.load()
         done, losses, saved_at = 0, [], None
         if state is not None and state["iteration"] > cfg.iterations:

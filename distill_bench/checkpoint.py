@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -25,12 +26,18 @@ class Checkpoint:
         every: iterations between saves (0 disables saving).
         key: identifies the configuration; a checkpoint with another key is ignored, so a
             changed config never resumes from a stale state.
+
+    Each save also records the seconds spent on the state so far, this process's plus the
+    ``earlier_seconds`` of the processes before it (read by ``load``), so that a resumed
+    distillation reports the time its result cost, not only its last stretch.
     """
 
     def __init__(self, path: str | os.PathLike, every: int = 50, key: str = ""):
         self.path = Path(path)
         self.every = every
         self.key = key
+        self.earlier_seconds = 0.0   # spent by earlier processes on the loaded state
+        self._opened = time.monotonic()
 
     def load(self) -> dict | None:
         if not self.path.exists():
@@ -44,7 +51,9 @@ class Checkpoint:
             logger.warning("ignoring checkpoint %s: written for another configuration",
                            self.path)
             return None
-        logger.info("resuming from %s (iteration %s)", self.path, blob.get("iteration"))
+        self.earlier_seconds = float(blob.get("_seconds", 0.0))
+        logger.info("resuming from %s (iteration %s, %.0f s spent before)", self.path,
+                    blob.get("iteration"), self.earlier_seconds)
         return blob
 
     def due(self, iteration: int) -> bool:
@@ -53,7 +62,8 @@ class Checkpoint:
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save({**state, "_key": self.key}, tmp)
+        seconds = self.earlier_seconds + time.monotonic() - self._opened
+        torch.save({**state, "_key": self.key, "_seconds": seconds}, tmp)
         os.replace(tmp, self.path)
 
     def clear(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from distill_bench.checkpoint import Checkpoint
 from distill_bench.registry import Registry
 from distill_bench.synthetic import Preprocessing, SyntheticSet
 
@@ -103,6 +104,18 @@ class RunContext:
     log_every: int = 100
     progress: bool = True
     info: dict = field(default_factory=dict)
+    checkpoints: list = field(default_factory=list)
+
+    def checkpoint(self, name: str, every: int, key: str = "") -> Checkpoint:
+        """A ``Checkpoint`` in ``workdir``; the runner adds the time earlier processes spent
+        on a state it resumes to the row's ``distill_seconds``."""
+        ckpt = Checkpoint(self.workdir / name, every, key)
+        self.checkpoints.append(ckpt)
+        return ckpt
+
+    @property
+    def resumed_seconds(self) -> float:
+        return sum(c.earlier_seconds for c in self.checkpoints)
 
 
 class DistillationMethod:

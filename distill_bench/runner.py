@@ -96,9 +96,11 @@ def distill_cell(cell: Cell, method: DistillationMethod, data: RealDataset,
     started = time.time()
     torch.manual_seed(cell.seed)
     syn = method.distill(real, cell.ipc, cell.seed, context)
-    seconds = time.time() - started
+    # a resumed run also cost what earlier processes spent on its checkpointed state
+    seconds = time.time() - started + context.resumed_seconds
     _check_set(syn, cell.ipc, data.num_classes, cell.method)
     syn.provenance.update({"distill_seconds": seconds, "seed": cell.seed, "ipc": cell.ipc,
+                           "resumed_seconds": context.resumed_seconds,
                            "budget": method.budget(), **context.info,
                            "created": datetime.now(timezone.utc).isoformat(),
                            **provenance(device)})

@@ -203,8 +203,8 @@ class DeepKKT(DistillationMethod):
         gen = torch.Generator().manual_seed(seed)
         images, labels, init = _init_images(cfg, real, per_class, gen, context)
         low, high = _pixel_bounds(real)
-        ckpt = Checkpoint(context.workdir / "deepkkt.pt", cfg.checkpoint_every,
-                          key=checkpoint_key(cfg, ipc, seed))
+        ckpt = context.checkpoint("deepkkt.pt", cfg.checkpoint_every,
+                                  key=checkpoint_key(cfg, ipc, seed))
         state = synthesize(teacher, images.to(device), labels.to(device), cfg, gen,
                            (low.to(device), high.to(device)), ckpt, ipc=ipc)
         y = labels.to(device)
