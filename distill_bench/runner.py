@@ -61,20 +61,23 @@ def _check_set(syn: SyntheticSet, ipc: int, num_classes: int, method: str) -> No
                            f"not ipc={ipc} each; this is a bug in the method")
 
 
+def _stem(cell: Cell, config: dict, data: RealDataset, tag: str = "") -> str:
+    key = config_hash({"config": config, "checksum": data.checksum, "ipc": cell.ipc,
+                       "shots": cell.shots, "seed": cell.seed})
+    where = f"{cell.method}-{cell.dataset}-ipc{cell.ipc}-shots{cell.shots}-s{cell.seed}"
+    return f"{where}-{tag}{key}"
+
+
 def set_name(cell: Cell, method: DistillationMethod, data: RealDataset) -> str:
     """File stem of a cell's synthetic set; depends on everything that shapes the set."""
-    key = config_hash({"config": method.config.to_dict(), "checksum": data.checksum,
-                       "ipc": cell.ipc, "shots": cell.shots, "seed": cell.seed})
-    return f"{cell.method}-{cell.dataset}-ipc{cell.ipc}-shots{cell.shots}-s{cell.seed}-{key}"
+    return _stem(cell, method.config.to_dict(), data)
 
 
 def work_name(cell: Cell, method: DistillationMethod, data: RealDataset) -> str:
     """Folder of a cell's resumable state: ``set_name`` without the extendable fields."""
     config = {k: v for k, v in method.config.to_dict().items()
               if k not in method.extendable}
-    key = config_hash({"config": config, "checksum": data.checksum, "ipc": cell.ipc,
-                       "shots": cell.shots, "seed": cell.seed})
-    return f"{cell.method}-{cell.dataset}-ipc{cell.ipc}-shots{cell.shots}-s{cell.seed}-w{key}"
+    return _stem(cell, config, data, tag="w")
 
 
 def distill_cell(cell: Cell, method: DistillationMethod, data: RealDataset,
