@@ -57,15 +57,16 @@ class DM(MatchingMethod):
         batches = [self._class_batches(run, c) for c in range(run.num_classes)]
 
         run.optimizer.zero_grad(set_to_none=True)
-        if has_batchnorm(net) or run.syn_images.shape[0] <= JOINT_MAX_SYN:
-            loss = self._joint_loss(net, batches)
+        batchnorm = has_batchnorm(net)
+        if batchnorm or run.syn_images.shape[0] <= JOINT_MAX_SYN:
+            loss = self._joint_loss(net, batches, batchnorm)
             loss.backward(inputs=[run.syn_images])
             total = loss.item()
         else:
             # class by class: the same gradient, one class's graph in memory at a time
             total = 0.0
             for x_real, x_syn in batches:
-                loss = self._joint_loss(net, [(x_real, x_syn)])
+                loss = self._joint_loss(net, [(x_real, x_syn)], batchnorm)
                 loss.backward(inputs=[run.syn_images])
                 total += loss.item()
         run.optimizer.step()
@@ -77,13 +78,13 @@ class DM(MatchingMethod):
         return run.siamese_pair(x_real, run.syn_of_class(c))
 
     @staticmethod
-    def _joint_loss(net: torch.nn.Module,
-                    batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def _joint_loss(net: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                    batchnorm: bool) -> torch.Tensor:
         """Sum over classes of the squared distance of mean embeddings (eq. 5)."""
         reals = torch.cat([r for r, _ in batches])
         syns = torch.cat([s for _, s in batches])
         # BatchNorm needs the whole real batch at once for its statistics
-        chunk = len(reals) if has_batchnorm(net) else REAL_CHUNK
+        chunk = len(reals) if batchnorm else REAL_CHUNK
         with torch.no_grad():                                 # (sum n_real, D)
             emb_real = torch.cat([net.embed(r) for r in reals.split(chunk)])
         emb_syn = net.embed(syns)                             # (sum n_syn, D)
